@@ -1,0 +1,48 @@
+/**
+ * The primitives the protocol needs, behind one small async interface so that the same protocol
+ * code runs on node:crypto (servers, CLI), WebCrypto (browsers) and @noble/* (React Native).
+ *
+ * Everything is async because WebCrypto is; implementations backed by synchronous primitives just
+ * return resolved promises. Byte arrays passed in are never retained or mutated.
+ */
+export interface CryptoProvider {
+  /** A short name for logs and benchmark tables: "node", "web", "js". */
+  readonly name: string;
+
+  randomBytes(length: number): Uint8Array;
+
+  /** X25519 public key (32-byte u-coordinate) for a 32-byte private scalar (clamped internally). */
+  x25519PublicKey(privateKey: Uint8Array): Promise<Uint8Array>;
+  /** Raw X25519. Throws if the result is all zeros (a low-order peer key), as libsignal does. */
+  x25519(privateKey: Uint8Array, publicKey: Uint8Array): Promise<Uint8Array>;
+
+  sha512(data: Uint8Array): Promise<Uint8Array>;
+  hmacSha256(key: Uint8Array, data: Uint8Array): Promise<Uint8Array>;
+  /** HKDF-SHA256 (RFC 5869). An empty salt means the RFC's default: 32 zero bytes. */
+  hkdfSha256(ikm: Uint8Array, salt: Uint8Array, info: Uint8Array, length: number): Promise<Uint8Array>;
+
+  /** AES-256-CBC with PKCS#7 padding. */
+  aes256CbcEncrypt(key: Uint8Array, iv: Uint8Array, plaintext: Uint8Array): Promise<Uint8Array>;
+  /** AES-256-CBC with PKCS#7 padding; throws on a bad length or bad padding. */
+  aes256CbcDecrypt(key: Uint8Array, iv: Uint8Array, ciphertext: Uint8Array): Promise<Uint8Array>;
+
+  /**
+   * Plain RFC 8032 Ed25519 verification of a 32-byte encoded Edwards point. XEdDSA verification
+   * converts the Montgomery key and the signature first (see xeddsa.ts), then calls this.
+   */
+  ed25519Verify(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): Promise<boolean>;
+}
+
+/** Thrown by a provider's X25519 when the shared secret is all zeros. */
+export class LowOrderPointError extends Error {
+  constructor() {
+    super('X25519 produced an all-zero shared secret (low-order public key)');
+    this.name = 'LowOrderPointError';
+  }
+}
+
+export function isAllZero(bytes: Uint8Array): boolean {
+  let acc = 0;
+  for (const b of bytes) acc |= b;
+  return acc === 0;
+}

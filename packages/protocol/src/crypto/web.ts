@@ -1,0 +1,116 @@
+import { x25519 as nobleX25519 } from '@noble/curves/ed25519.js';
+import { type CryptoProvider, LowOrderPointError, isAllZero } from './provider.ts';
+
+// RFC 8410 PKCS#8 wrapper for a raw X25519 private key: WebCrypto imports private keys only as
+// PKCS#8 or JWK.
+const X25519_PKCS8_PREFIX = new Uint8Array([
+  0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x6e, 0x04, 0x22, 0x04, 0x20,
+]);
+
+const subtle = (): SubtleCrypto => globalThis.crypto.subtle;
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a, 0);
+  out.set(b, a.length);
+  return out;
+}
+
+function base64UrlDecode(text: string): Uint8Array {
+  const base64 = text.replace(/-/g, '+').replace(/_/g, '/');
+  const binary = atob(base64 + '='.repeat((4 - (base64.length % 4)) % 4));
+  return Uint8Array.from(binary, (c) => c.charCodeAt(0));
+}
+
+// Some browsers still lack X25519 in WebCrypto (it arrived in Chromium 133, Safari 17, Firefox
+// 130). Probe once and fall back to @noble for X25519 alone where it is missing.
+let x25519Supported: Promise<boolean> | undefined;
+function hasWebCryptoX25519(): Promise<boolean> {
+  x25519Supported ??= subtle()
+    .generateKey({ name: 'X25519' }, false, ['deriveBits'])
+    .then(
+      () => true,
+      () => false,
+    );
+  return x25519Supported;
+}
+
+function importX25519Private(privateKey: Uint8Array, extractable: boolean): Promise<CryptoKey> {
+  return subtle().importKey('pkcs8', concat(X25519_PKCS8_PREFIX, privateKey), { name: 'X25519' }, extractable, [
+    'deriveBits',
+  ]);
+}
+
+/** WebCrypto: the web app's provider. Everything runs in the browser's native crypto. */
+export const webCrypto: CryptoProvider = {
+  name: 'web',
+
+  randomBytes(length) {
+    return globalThis.crypto.getRandomValues(new Uint8Array(length));
+  },
+
+  async x25519PublicKey(privateKey) {
+    if (!(await hasWebCryptoX25519())) return nobleX25519.getPublicKey(privateKey);
+    const jwk = await subtle().exportKey('jwk', await importX25519Private(privateKey, true));
+    if (!jwk.x) throw new Error('WebCrypto did not export the X25519 public key');
+    return base64UrlDecode(jwk.x);
+  },
+
+  async x25519(privateKey, publicKey) {
+    let shared: Uint8Array;
+    if (await hasWebCryptoX25519()) {
+      const [priv, pub] = await Promise.all([
+        importX25519Private(privateKey, false),
+        subtle().importKey('raw', publicKey, { name: 'X25519' }, true, []),
+      ]);
+      try {
+        shared = new Uint8Array(await subtle().deriveBits({ name: 'X25519', public: pub }, priv, 256));
+      } catch {
+        // WebCrypto rejects an all-zero result with an OperationError.
+        throw new LowOrderPointError();
+      }
+    } else {
+      try {
+        shared = nobleX25519.getSharedSecret(privateKey, publicKey);
+      } catch {
+        throw new LowOrderPointError();
+      }
+    }
+    if (isAllZero(shared)) throw new LowOrderPointError();
+    return shared;
+  },
+
+  async sha512(data) {
+    return new Uint8Array(await subtle().digest('SHA-512', data));
+  },
+
+  async hmacSha256(key, data) {
+    const hmacKey = await subtle().importKey('raw', key, { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
+    return new Uint8Array(await subtle().sign('HMAC', hmacKey, data));
+  },
+
+  async hkdfSha256(ikm, salt, info, length) {
+    const key = await subtle().importKey('raw', ikm, 'HKDF', false, ['deriveBits']);
+    return new Uint8Array(await subtle().deriveBits({ name: 'HKDF', hash: 'SHA-256', salt, info }, key, length * 8));
+  },
+
+  async aes256CbcEncrypt(key, iv, plaintext) {
+    const aesKey = await subtle().importKey('raw', key, 'AES-CBC', false, ['encrypt']);
+    return new Uint8Array(await subtle().encrypt({ name: 'AES-CBC', iv }, aesKey, plaintext));
+  },
+
+  async aes256CbcDecrypt(key, iv, ciphertext) {
+    const aesKey = await subtle().importKey('raw', key, 'AES-CBC', false, ['decrypt']);
+    return new Uint8Array(await subtle().decrypt({ name: 'AES-CBC', iv }, aesKey, ciphertext));
+  },
+
+  async ed25519Verify(publicKey, message, signature) {
+    if (publicKey.length !== 32 || signature.length !== 64) return false;
+    try {
+      const key = await subtle().importKey('raw', publicKey, { name: 'Ed25519' }, false, ['verify']);
+      return await subtle().verify('Ed25519', key, signature, message);
+    } catch {
+      return false;
+    }
+  },
+};

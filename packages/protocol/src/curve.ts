@@ -1,0 +1,159 @@
+import { ed25519 } from '@noble/curves/ed25519.js';
+import { invert, mod } from '@noble/curves/abstract/modular.js';
+import { bytesToNumberLE, numberToBytesLE } from '@noble/curves/utils.js';
+import { concatBytes, constantTimeEqual } from './bytes.ts';
+import type { CryptoProvider } from './crypto/provider.ts';
+import { InvalidKeyError, InvalidSignatureError } from './errors.ts';
+
+/** libsignal's type byte for Curve25519 ("DJB") keys. */
+export const DJB_KEY_TYPE = 0x05;
+const P = 2n ** 255n - 19n;
+const L = ed25519.Point.CURVE().n;
+
+/** A Curve25519 public key, serialized as 0x05 ‖ 32-byte u-coordinate (33 bytes). */
+export class PublicKey {
+  private constructor(readonly publicKeyBytes: Uint8Array) {}
+
+  /** Parses the 33-byte form. Trailing bytes are tolerated, as libsignal does. */
+  static deserialize(serialized: Uint8Array): PublicKey {
+    if (serialized.length < 33) throw new InvalidKeyError(`EC public key too short: ${serialized.length} bytes`);
+    if (serialized[0] !== DJB_KEY_TYPE) throw new InvalidKeyError(`bad key type <0x${serialized[0]?.toString(16)}>`);
+    return new PublicKey(serialized.slice(1, 33));
+  }
+
+  static fromPublicKeyBytes(raw: Uint8Array): PublicKey {
+    if (raw.length !== 32) throw new InvalidKeyError(`X25519 public key must be 32 bytes, got ${raw.length}`);
+    return new PublicKey(raw.slice());
+  }
+
+  serialize(): Uint8Array {
+    return concatBytes(new Uint8Array([DJB_KEY_TYPE]), this.publicKeyBytes);
+  }
+
+  equals(other: PublicKey): boolean {
+    return constantTimeEqual(this.publicKeyBytes, other.publicKeyBytes);
+  }
+
+  /**
+   * libsignal's canonical-key check for an incoming base key: high bit clear, u below p, and the
+   * point in the prime-order subgroup (torsion-free). Rejects keys an attacker could use to
+   * learn bits of our private keys or to make two encodings of one key.
+   */
+  isCanonical(): boolean {
+    const bytes = this.publicKeyBytes;
+    if (((bytes[31] as number) & 0x80) !== 0) return false;
+    const u = bytesToNumberLE(bytes);
+    if (u >= P) return false;
+    const y = montgomeryToEdwardsY(u);
+    if (y === undefined) return false;
+    try {
+      return ed25519.Point.fromBytes(numberToBytesLE(y, 32)).isTorsionFree();
+    } catch {
+      // Not on the curve: a point on the twist.
+      return false;
+    }
+  }
+
+  /**
+   * Verifies an XEdDSA signature the way libsignal does: the Edwards sign bit travels in bit 7 of
+   * the signature's last byte, and s is taken mod L once its top three bits are clear.
+   */
+  async verifySignature(crypto: CryptoProvider, message: Uint8Array, signature: Uint8Array): Promise<boolean> {
+    if (signature.length !== 64) return false;
+    const signBit = (signature[63] as number) & 0x80;
+    const s = signature.slice(32, 64);
+    s[31] = (s[31] as number) & 0x7f;
+    if (((s[31] as number) & 0xe0) !== 0) return false;
+    const u = mod(bytesToNumberLE(this.publicKeyBytes) & ((1n << 255n) - 1n), P);
+    const y = montgomeryToEdwardsY(u);
+    if (y === undefined) return false;
+    const edwardsKey = numberToBytesLE(y, 32);
+    edwardsKey[31] = (edwardsKey[31] as number) | signBit;
+    // [s]B depends only on s mod L; reducing lets a strict RFC 8032 verifier accept what libsignal does.
+    const reducedS = numberToBytesLE(mod(bytesToNumberLE(s), L), 32);
+    return crypto.ed25519Verify(edwardsKey, message, concatBytes(signature.subarray(0, 32), reducedS));
+  }
+}
+
+/** y = (u − 1) / (u + 1), the birational map from Curve25519 to edwards25519. */
+function montgomeryToEdwardsY(u: bigint): bigint | undefined {
+  const denominator = mod(u + 1n, P);
+  if (denominator === 0n) return undefined;
+  return mod((u - 1n) * invert(denominator, P), P);
+}
+
+/** A Curve25519 private key: 32 raw bytes (libsignal clamps when it uses them; so do we). */
+export class PrivateKey {
+  private edwardsPublic?: { scalar: bigint; encoded: Uint8Array };
+
+  private constructor(readonly privateKeyBytes: Uint8Array) {}
+
+  static deserialize(serialized: Uint8Array): PrivateKey {
+    if (serialized.length !== 32) throw new InvalidKeyError(`EC private key must be 32 bytes, got ${serialized.length}`);
+    return new PrivateKey(serialized.slice());
+  }
+
+  static generate(crypto: CryptoProvider): PrivateKey {
+    return new PrivateKey(crypto.randomBytes(32));
+  }
+
+  serialize(): Uint8Array {
+    return this.privateKeyBytes.slice();
+  }
+
+  async getPublicKey(crypto: CryptoProvider): Promise<PublicKey> {
+    return PublicKey.fromPublicKeyBytes(await crypto.x25519PublicKey(this.privateKeyBytes));
+  }
+
+  /** X25519 with a peer key; throws InvalidKeyError for a low-order peer key. */
+  async agree(crypto: CryptoProvider, theirs: PublicKey): Promise<Uint8Array> {
+    try {
+      return await crypto.x25519(this.privateKeyBytes, theirs.publicKeyBytes);
+    } catch (error) {
+      throw new InvalidKeyError(`key agreement failed: ${(error as Error).message}`);
+    }
+  }
+
+  /**
+   * XEdDSA signature, libsignal's variant: the Edwards key is not negated; its sign bit is stored
+   * in bit 7 of the last signature byte. Nonce as in libsignal (hash of a domain prefix, the key,
+   * the message and 64 random bytes).
+   */
+  async sign(crypto: CryptoProvider, message: Uint8Array): Promise<Uint8Array> {
+    const clamped = clamp(this.privateKeyBytes);
+    if (!this.edwardsPublic) {
+      const scalar = mod(bytesToNumberLE(clamped), L);
+      this.edwardsPublic = { scalar, encoded: ed25519.Point.BASE.multiply(scalar).toBytes() };
+    }
+    const { scalar: a, encoded: A } = this.edwardsPublic;
+    const noncePrefix = new Uint8Array(32).fill(0xff);
+    noncePrefix[0] = 0xfe;
+    const nonceHash = await crypto.sha512(concatBytes(noncePrefix, clamped, message, crypto.randomBytes(64)));
+    const r = mod(bytesToNumberLE(nonceHash), L);
+    if (r === 0n) throw new InvalidSignatureError('XEdDSA nonce was zero');
+    const R = ed25519.Point.BASE.multiply(r).toBytes();
+    const h = mod(bytesToNumberLE(await crypto.sha512(concatBytes(R, A, message))), L);
+    const s = numberToBytesLE(mod(r + h * a, L), 32);
+    s[31] = (s[31] as number) | ((A[31] as number) & 0x80);
+    return concatBytes(R, s);
+  }
+}
+
+function clamp(privateKey: Uint8Array): Uint8Array {
+  const k = privateKey.slice();
+  k[0] = (k[0] as number) & 248;
+  k[31] = ((k[31] as number) & 127) | 64;
+  return k;
+}
+
+export class KeyPair {
+  constructor(
+    readonly publicKey: PublicKey,
+    readonly privateKey: PrivateKey,
+  ) {}
+
+  static async generate(crypto: CryptoProvider): Promise<KeyPair> {
+    const privateKey = PrivateKey.generate(crypto);
+    return new KeyPair(await privateKey.getPublicKey(crypto), privateKey);
+  }
+}
