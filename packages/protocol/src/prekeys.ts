@@ -145,7 +145,7 @@ function readKeyRecord(serialized: Uint8Array, what: string) {
   let id: number | undefined;
   let publicKey: Uint8Array | undefined;
   let privateKey: Uint8Array | undefined;
-  let signature = new Uint8Array(0);
+  let signature: Uint8Array = new Uint8Array(0);
   let timestamp = 0;
   readProto(serialized, what, (field) => {
     switch (field.no) {
