@@ -258,7 +258,10 @@ async function takeMessageKeySeed(crypto: CryptoProvider, chain: ReceiverChain, 
   if (counter - index > MAX_FORWARD_JUMPS) throw new TooFarInFutureError(counter - index, MAX_FORWARD_JUMPS);
   let chainKey = chain.chainKey;
   while (chainKey.index < counter) {
-    chain.skipped.push({ counter: chainKey.index, seed: await messageKeySeed(crypto, chainKey) });
+    // Seeds that would be dropped at once for the 2,000 limit are not derived at all.
+    if (counter - chainKey.index <= MAX_MESSAGE_KEYS) {
+      chain.skipped.push({ counter: chainKey.index, seed: await messageKeySeed(crypto, chainKey) });
+    }
     chainKey = await nextChainKey(crypto, chainKey);
   }
   const excess = chain.skipped.length - MAX_MESSAGE_KEYS;

@@ -97,8 +97,9 @@ export async function spqrRecvKey(crypto: CryptoProvider, state: SpqrChainState,
   while (half.ctr < ctr) {
     const next = await step(crypto, half);
     half = next.half;
-    if (half.ctr < ctr) state.skipped.push({ ctr: half.ctr, key: next.key });
-    else key = next.key;
+    if (half.ctr === ctr) key = next.key;
+    // Keys that would be trimmed at once are not kept at all.
+    else if (half.ctr + MAX_OUT_OF_ORDER_KEYS >= ctr) state.skipped.push({ ctr: half.ctr, key: next.key });
   }
   state.recv = half;
   const excess = state.skipped.length - MAX_OUT_OF_ORDER_KEYS;
