@@ -49,3 +49,16 @@ export function be64(value: bigint | number): Uint8Array {
   new DataView(out.buffer).setBigUint64(0, BigInt(value));
   return out;
 }
+
+const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** The 16 bytes of a hyphenated UUID string (either case), or undefined if it is not one. */
+export function uuidToBytes(uuid: string): Uint8Array | undefined {
+  return UUID_PATTERN.test(uuid) ? fromHex(uuid.replaceAll('-', '')) : undefined;
+}
+
+/** 16 bytes as a lowercase hyphenated UUID string, the form libsignal-client uses. */
+export function uuidFromBytes(bytes: Uint8Array): string {
+  const hex = toHex(bytes);
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`;
+}

@@ -45,14 +45,22 @@ export const nodeCrypto: CryptoProvider = {
   },
 
   async x25519(privateKey, publicKey) {
-    const shared = diffieHellman({
+    const keys = {
       privateKey: x25519PrivateKeyObject(privateKey),
       publicKey: createPublicKey({
         key: Buffer.concat([X25519_SPKI_PREFIX, publicKey]),
         format: 'der',
         type: 'spki',
       }),
-    });
+    };
+    let shared: Buffer;
+    try {
+      shared = diffieHellman(keys);
+    } catch {
+      // OpenSSL 3 refuses an all-zero X25519 result itself ("failed during derivation"); with both
+      // keys already imported, that is the only way this call fails. Report it like the others.
+      throw new LowOrderPointError();
+    }
     if (isAllZero(shared)) throw new LowOrderPointError();
     return bytes(shared);
   },

@@ -9,6 +9,15 @@ const X25519_PKCS8_PREFIX = new Uint8Array([
 
 const subtle = (): SubtleCrypto => globalThis.crypto.subtle;
 
+/**
+ * WebCrypto takes `BufferSource`, which (in TypeScript's DOM types) excludes views over a
+ * SharedArrayBuffer, and browsers reject those at run time too. Pass ordinary views through and
+ * copy anything else.
+ */
+function source(bytes: Uint8Array): Uint8Array<ArrayBuffer> {
+  return bytes.buffer instanceof ArrayBuffer ? (bytes as Uint8Array<ArrayBuffer>) : new Uint8Array(bytes);
+}
+
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
   const out = new Uint8Array(a.length + b.length);
   out.set(a, 0);
@@ -36,7 +45,7 @@ function hasWebCryptoX25519(): Promise<boolean> {
 }
 
 function importX25519Private(privateKey: Uint8Array, extractable: boolean): Promise<CryptoKey> {
-  return subtle().importKey('pkcs8', concat(X25519_PKCS8_PREFIX, privateKey), { name: 'X25519' }, extractable, [
+  return subtle().importKey('pkcs8', source(concat(X25519_PKCS8_PREFIX, privateKey)), { name: 'X25519' }, extractable, [
     'deriveBits',
   ]);
 }
@@ -61,7 +70,7 @@ export const webCrypto: CryptoProvider = {
     if (await hasWebCryptoX25519()) {
       const [priv, pub] = await Promise.all([
         importX25519Private(privateKey, false),
-        subtle().importKey('raw', publicKey, { name: 'X25519' }, true, []),
+        subtle().importKey('raw', source(publicKey), { name: 'X25519' }, true, []),
       ]);
       try {
         shared = new Uint8Array(await subtle().deriveBits({ name: 'X25519', public: pub }, priv, 256));
@@ -81,34 +90,40 @@ export const webCrypto: CryptoProvider = {
   },
 
   async sha512(data) {
-    return new Uint8Array(await subtle().digest('SHA-512', data));
+    return new Uint8Array(await subtle().digest('SHA-512', source(data)));
   },
 
   async hmacSha256(key, data) {
-    const hmacKey = await subtle().importKey('raw', key, { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
-    return new Uint8Array(await subtle().sign('HMAC', hmacKey, data));
+    const hmacKey = await subtle().importKey('raw', source(key), { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
+    return new Uint8Array(await subtle().sign('HMAC', hmacKey, source(data)));
   },
 
   async hkdfSha256(ikm, salt, info, length) {
-    const key = await subtle().importKey('raw', ikm, 'HKDF', false, ['deriveBits']);
-    return new Uint8Array(await subtle().deriveBits({ name: 'HKDF', hash: 'SHA-256', salt, info }, key, length * 8));
+    const key = await subtle().importKey('raw', source(ikm), 'HKDF', false, ['deriveBits']);
+    return new Uint8Array(
+      await subtle().deriveBits(
+        { name: 'HKDF', hash: 'SHA-256', salt: source(salt), info: source(info) },
+        key,
+        length * 8,
+      ),
+    );
   },
 
   async aes256CbcEncrypt(key, iv, plaintext) {
-    const aesKey = await subtle().importKey('raw', key, 'AES-CBC', false, ['encrypt']);
-    return new Uint8Array(await subtle().encrypt({ name: 'AES-CBC', iv }, aesKey, plaintext));
+    const aesKey = await subtle().importKey('raw', source(key), 'AES-CBC', false, ['encrypt']);
+    return new Uint8Array(await subtle().encrypt({ name: 'AES-CBC', iv: source(iv) }, aesKey, source(plaintext)));
   },
 
   async aes256CbcDecrypt(key, iv, ciphertext) {
-    const aesKey = await subtle().importKey('raw', key, 'AES-CBC', false, ['decrypt']);
-    return new Uint8Array(await subtle().decrypt({ name: 'AES-CBC', iv }, aesKey, ciphertext));
+    const aesKey = await subtle().importKey('raw', source(key), 'AES-CBC', false, ['decrypt']);
+    return new Uint8Array(await subtle().decrypt({ name: 'AES-CBC', iv: source(iv) }, aesKey, source(ciphertext)));
   },
 
   async ed25519Verify(publicKey, message, signature) {
     if (publicKey.length !== 32 || signature.length !== 64) return false;
     try {
-      const key = await subtle().importKey('raw', publicKey, { name: 'Ed25519' }, false, ['verify']);
-      return await subtle().verify('Ed25519', key, signature, message);
+      const key = await subtle().importKey('raw', source(publicKey), { name: 'Ed25519' }, false, ['verify']);
+      return await subtle().verify('Ed25519', key, source(signature), source(message));
     } catch {
       return false;
     }

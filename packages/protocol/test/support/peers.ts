@@ -33,7 +33,7 @@ export interface Peer {
   readonly name: string;
   readonly deviceId: number;
   bundle(options?: { oneTimePreKey?: boolean }): Promise<PreKeyBundle>;
-  startSession(peer: Peer): Promise<void>;
+  startSession(peer: Peer, options?: { oneTimePreKey?: boolean }): Promise<void>;
   encrypt(to: Peer, plaintext: Uint8Array): Promise<WireMessage>;
   decrypt(from: Peer, message: WireMessage): Promise<Uint8Array>;
 }
