@@ -11,3 +11,11 @@ export { type PreKeyBundle, processPreKeyBundle } from './session/session-builde
 export { type CiphertextMessage, signalDecrypt, signalDecryptPreKey, signalEncrypt } from './session/session-cipher.ts';
 export { SessionRecord } from './session/session-record.ts';
 export * from './stores.ts';
+export * from './sender-keys/index.ts';
+export {
+  DEFAULT_FINGERPRINT_ITERATIONS,
+  DisplayableFingerprint,
+  Fingerprint,
+  type FingerprintParams,
+  ScannableFingerprint,
+} from './fingerprint.ts';
