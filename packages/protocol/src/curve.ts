@@ -1,5 +1,5 @@
-import { ed25519 } from '@noble/curves/ed25519.js';
 import { invert, mod } from '@noble/curves/abstract/modular.js';
+import { ed25519 } from '@noble/curves/ed25519.js';
 import { bytesToNumberLE, numberToBytesLE } from '@noble/curves/utils.js';
 import { concatBytes, constantTimeEqual } from './bytes.ts';
 import type { CryptoProvider } from './crypto/provider.ts';
@@ -89,7 +89,8 @@ export class PrivateKey {
   private constructor(readonly privateKeyBytes: Uint8Array) {}
 
   static deserialize(serialized: Uint8Array): PrivateKey {
-    if (serialized.length !== 32) throw new InvalidKeyError(`EC private key must be 32 bytes, got ${serialized.length}`);
+    if (serialized.length !== 32)
+      throw new InvalidKeyError(`EC private key must be 32 bytes, got ${serialized.length}`);
     return new PrivateKey(serialized.slice());
   }
 

@@ -44,14 +44,20 @@ export class InvalidMacError extends ProtocolError {
 
 /** The message key for this counter was already used (a replay, or a duplicate delivery). */
 export class DuplicatedMessageError extends ProtocolError {
-  constructor(readonly chainIndex: number, readonly counter: number) {
+  constructor(
+    readonly chainIndex: number,
+    readonly counter: number,
+  ) {
     super('DUPLICATED_MESSAGE', `duplicate message: chain index ${chainIndex}, counter ${counter}`);
   }
 }
 
 /** The message asks the receiver to skip more keys than the protocol allows. */
 export class TooFarInFutureError extends ProtocolError {
-  constructor(readonly jump: number, readonly limit: number) {
+  constructor(
+    readonly jump: number,
+    readonly limit: number,
+  ) {
     super('TOO_FAR_IN_FUTURE', `message from too far into the future: jump of ${jump} over a limit of ${limit}`);
   }
 }
@@ -83,7 +89,10 @@ export class InvalidSignatureError extends ProtocolError {
 
 /** A message names a prekey, signed prekey or Kyber prekey that the store does not have. */
 export class InvalidKeyIdError extends ProtocolError {
-  constructor(readonly kind: 'pre-key' | 'signed pre-key' | 'kyber pre-key', readonly id: number) {
+  constructor(
+    readonly kind: 'pre-key' | 'signed pre-key' | 'kyber pre-key',
+    readonly id: number,
+  ) {
     super('INVALID_KEY_ID', `unknown ${kind} id ${id}`);
   }
 }
@@ -108,7 +117,10 @@ export class NoSenderKeyStateError extends ProtocolError {
 }
 
 export class FingerprintVersionMismatchError extends ProtocolError {
-  constructor(readonly theirs: number, readonly ours: number) {
+  constructor(
+    readonly theirs: number,
+    readonly ours: number,
+  ) {
     super('FINGERPRINT_VERSION_MISMATCH', `fingerprint version mismatch: theirs ${theirs}, ours ${ours}`);
   }
 }

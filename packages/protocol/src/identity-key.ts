@@ -11,7 +11,12 @@ export class IdentityKeyPair extends KeyPair {
   }
 
   serialize(): Uint8Array {
-    return new BinaryWriter().tag(1, 2).bytes(this.publicKey.serialize()).tag(2, 2).bytes(this.privateKey.serialize()).finish();
+    return new BinaryWriter()
+      .tag(1, 2)
+      .bytes(this.publicKey.serialize())
+      .tag(2, 2)
+      .bytes(this.privateKey.serialize())
+      .finish();
   }
 
   static deserialize(serialized: Uint8Array): IdentityKeyPair {
@@ -34,5 +39,5 @@ export class IdentityKeyPair extends KeyPair {
 /** A 14-bit registration id, as libsignal masks it (0x3FFF), never zero. */
 export function generateRegistrationId(crypto: CryptoProvider): number {
   const [hi, lo] = crypto.randomBytes(2) as unknown as [number, number];
-  return (((hi << 8) | lo) & 0x3fff) || 1;
+  return ((hi << 8) | lo) & 0x3fff || 1;
 }

@@ -34,7 +34,10 @@ export class PreKeyRecord {
 
   static deserialize(serialized: Uint8Array): PreKeyRecord {
     const f = readKeyRecord(serialized, 'PreKeyRecord');
-    return new PreKeyRecord(f.id, new KeyPair(PublicKey.deserialize(f.publicKey), PrivateKey.deserialize(f.privateKey)));
+    return new PreKeyRecord(
+      f.id,
+      new KeyPair(PublicKey.deserialize(f.publicKey), PrivateKey.deserialize(f.privateKey)),
+    );
   }
 }
 

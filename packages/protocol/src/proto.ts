@@ -13,7 +13,8 @@ export class ProtoField {
   ) {}
 
   private expect(wireType: WireType): void {
-    if (this.wireType !== wireType) throw new InvalidMessageError(`${this.what}: field ${this.no} has the wrong wire type`);
+    if (this.wireType !== wireType)
+      throw new InvalidMessageError(`${this.what}: field ${this.no} has the wrong wire type`);
   }
 
   /** A copy of a length-delimited field, so callers may keep it. */

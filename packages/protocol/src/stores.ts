@@ -126,7 +126,6 @@ class SerializedRecordMap<T> {
   delete(id: number): void {
     this.records.delete(id);
   }
-
 }
 
 export class InMemoryPreKeyStore implements PreKeyStore {

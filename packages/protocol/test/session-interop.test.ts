@@ -58,7 +58,9 @@ async function converse(initiator: Peer, responder: Peer, total: number, seed: n
     lastSender = from;
     const burst = 1 + Math.floor(random() * 4);
     for (let i = 0; i < burst && sent < total; i++) {
-      const plaintext = text.encode(`message ${sent} from ${from === initiator ? 'initiator' : 'responder'} ${'x'.repeat(Math.floor(random() * 300))}`);
+      const plaintext = text.encode(
+        `message ${sent} from ${from === initiator ? 'initiator' : 'responder'} ${'x'.repeat(Math.floor(random() * 300))}`,
+      );
       const message = await from.encrypt(other(from), plaintext);
       (queues.get(from) as InFlight[]).push({ message, plaintext });
       sent++;

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { toHex } from '../src/bytes.ts';
 import {
   CiphertextMessageType,
   DuplicatedMessageError,
@@ -17,7 +18,6 @@ import {
   signalEncrypt,
 } from '../src/index.ts';
 import type { PreKeyBundle } from '../src/session/session-builder.ts';
-import { toHex } from '../src/bytes.ts';
 import { providers } from './providers.ts';
 import { HushPeer, LibsignalPeer, type Peer, type WireMessage } from './support/peers.ts';
 
@@ -29,12 +29,20 @@ async function snapshot(hush: HushPeer, remote: Peer, keyIds: { preKey?: number;
   const address = new ProtocolAddress(remote.name, remote.deviceId);
   const session = await hush.stores.sessions.getSession(address);
   const identity = await hush.stores.identity.getIdentity(address);
-  const exists = async (get: () => Promise<unknown>) => get().then(() => true, () => false);
+  const exists = async (get: () => Promise<unknown>) =>
+    get().then(
+      () => true,
+      () => false,
+    );
   return JSON.stringify({
     session: session ? toHex(session.serialize()) : null,
     identity: identity ? toHex(identity.serialize()) : null,
-    preKey: keyIds.preKey === undefined ? null : await exists(() => hush.stores.preKeys.getPreKey(keyIds.preKey as number)),
-    kyber: keyIds.kyber === undefined ? null : await exists(() => hush.stores.kyberPreKeys.getKyberPreKey(keyIds.kyber as number)),
+    preKey:
+      keyIds.preKey === undefined ? null : await exists(() => hush.stores.preKeys.getPreKey(keyIds.preKey as number)),
+    kyber:
+      keyIds.kyber === undefined
+        ? null
+        : await exists(() => hush.stores.kyberPreKeys.getKyberPreKey(keyIds.kyber as number)),
   });
 }
 
@@ -75,8 +83,18 @@ describe.each(providers)('rejections with the $name provider (typed error, no st
     const { hush, signal } = await established(crypto);
     const message = await signal.encrypt(hush, text.encode('genuine'));
     expect(message.type).toBe(CiphertextMessageType.Whisper);
-    await expectRejected(hush, signal, { ...message, body: flip(message.body, message.body.length - 12) }, InvalidMacError);
-    await expectRejected(hush, signal, { ...message, body: flip(message.body, message.body.length - 1) }, InvalidMacError);
+    await expectRejected(
+      hush,
+      signal,
+      { ...message, body: flip(message.body, message.body.length - 12) },
+      InvalidMacError,
+    );
+    await expectRejected(
+      hush,
+      signal,
+      { ...message, body: flip(message.body, message.body.length - 1) },
+      InvalidMacError,
+    );
     expect(decode(await hush.decrypt(signal, message))).toBe('genuine');
   });
 
@@ -89,7 +107,13 @@ describe.each(providers)('rejections with the $name provider (typed error, no st
     await signal.startSession(hush);
     const message = await signal.encrypt(hush, text.encode('first'));
     const ids = { preKey: bundle?.preKeyId, kyber: bundle?.kyberPreKeyId };
-    await expectRejected(hush, signal, { ...message, body: flip(message.body, message.body.length - 3) }, InvalidMacError, ids);
+    await expectRejected(
+      hush,
+      signal,
+      { ...message, body: flip(message.body, message.body.length - 3) },
+      InvalidMacError,
+      ids,
+    );
     expect(decode(await hush.decrypt(signal, message))).toBe('first');
     // Used one-time keys are gone after the genuine message.
     expect(await snapshot(hush, signal, ids)).toContain('"preKey":false,"kyber":false');
@@ -128,8 +152,12 @@ describe.each(providers)('rejections with the $name provider (typed error, no st
     for (const field of ['signedPreKeySignature', 'kyberPreKeySignature'] as const) {
       const bundle = await signal.bundle();
       bundle[field] = flip(bundle[field], 10);
-      await expect(processPreKeyBundle(crypto, bundle, address, hush.stores)).rejects.toBeInstanceOf(InvalidSignatureError);
-      expect(await snapshot(hush, signal)).toBe(JSON.stringify({ session: null, identity: null, preKey: null, kyber: null }));
+      await expect(processPreKeyBundle(crypto, bundle, address, hush.stores)).rejects.toBeInstanceOf(
+        InvalidSignatureError,
+      );
+      expect(await snapshot(hush, signal)).toBe(
+        JSON.stringify({ session: null, identity: null, preKey: null, kyber: null }),
+      );
     }
   });
 
@@ -167,7 +195,9 @@ describe.each(providers)('rejections with the $name provider (typed error, no st
     const bundle = await reinstalled.bundle();
     const address = new ProtocolAddress(signal.name, signal.deviceId);
     const before = await snapshot(hush, signal);
-    await expect(processPreKeyBundle(crypto, bundle, address, hush.stores)).rejects.toBeInstanceOf(UntrustedIdentityError);
+    await expect(processPreKeyBundle(crypto, bundle, address, hush.stores)).rejects.toBeInstanceOf(
+      UntrustedIdentityError,
+    );
     expect(await snapshot(hush, signal)).toBe(before);
   });
 
@@ -187,9 +217,15 @@ describe.each(providers)('rejections with the $name provider (typed error, no st
     const hush = await HushPeer.create(crypto);
     const signal = new LibsignalPeer();
     const address = new ProtocolAddress(signal.name, signal.deviceId);
-    await expect(signalEncrypt(crypto, text.encode('x'), address, hush.stores)).rejects.toBeInstanceOf(SessionNotFoundError);
-    await processPreKeyBundle(crypto, await signal.bundle(), address, hush.stores, { now: Date.now() - 31 * 86_400_000 });
-    await expect(signalEncrypt(crypto, text.encode('x'), address, hush.stores)).rejects.toBeInstanceOf(SessionNotFoundError);
+    await expect(signalEncrypt(crypto, text.encode('x'), address, hush.stores)).rejects.toBeInstanceOf(
+      SessionNotFoundError,
+    );
+    await processPreKeyBundle(crypto, await signal.bundle(), address, hush.stores, {
+      now: Date.now() - 31 * 86_400_000,
+    });
+    await expect(signalEncrypt(crypto, text.encode('x'), address, hush.stores)).rejects.toBeInstanceOf(
+      SessionNotFoundError,
+    );
   });
 
   it('every prefix and every single-byte corruption of a message fails with a ProtocolError and changes nothing', async () => {
@@ -197,10 +233,14 @@ describe.each(providers)('rejections with the $name provider (typed error, no st
     const whisper = await signal.encrypt(hush, text.encode('whole'));
     const before = await snapshot(hush, signal);
     for (let length = 0; length < whisper.body.length; length++) {
-      await expect(hush.decrypt(signal, { ...whisper, body: whisper.body.subarray(0, length) })).rejects.toBeInstanceOf(ProtocolError);
+      await expect(hush.decrypt(signal, { ...whisper, body: whisper.body.subarray(0, length) })).rejects.toBeInstanceOf(
+        ProtocolError,
+      );
     }
     for (let i = 0; i < whisper.body.length; i++) {
-      await expect(hush.decrypt(signal, { ...whisper, body: flip(whisper.body, i) })).rejects.toBeInstanceOf(ProtocolError);
+      await expect(hush.decrypt(signal, { ...whisper, body: flip(whisper.body, i) })).rejects.toBeInstanceOf(
+        ProtocolError,
+      );
     }
     expect(await snapshot(hush, signal)).toBe(before);
     expect(decode(await hush.decrypt(signal, whisper))).toBe('whole');

@@ -204,7 +204,11 @@ async function decryptWithRecord(
 }
 
 /** Decrypts with one session state, mutating it; the caller discards it if this throws. */
-async function decryptWithState(crypto: CryptoProvider, state: SessionState, message: SignalMessage): Promise<Uint8Array> {
+async function decryptWithState(
+  crypto: CryptoProvider,
+  state: SessionState,
+  message: SignalMessage,
+): Promise<Uint8Array> {
   if (message.messageVersion !== state.version) throw new UnrecognizedVersionError(message.messageVersion);
   const { ratchetKey, counter } = message.fields;
   const chain = findReceiverChain(state, ratchetKey) ?? (await ratchetForward(crypto, state, ratchetKey));

@@ -1,6 +1,6 @@
 import { KeyPair, PrivateKey, PublicKey } from '../curve.ts';
 import { InvalidMessageError } from '../errors.ts';
-import { BinaryWriter, readProto, requireField } from '../proto.ts';
+import { type BinaryWriter, readProto, requireField } from '../proto.ts';
 import type { ChainKey } from '../ratchet/keys.ts';
 import { ChainDirection, type SpqrChainState, cloneSpqrChain } from '../spqr/chain.ts';
 
@@ -180,7 +180,10 @@ function readSenderChain(bytes: Uint8Array): SenderChain {
     else if (f.no === 4) index = f.uint32();
   });
   return {
-    ratchetKeyPair: new KeyPair(requireField(pub, WHAT, 'sender ratchet key'), requireField(priv, WHAT, 'sender ratchet private key')),
+    ratchetKeyPair: new KeyPair(
+      requireField(pub, WHAT, 'sender ratchet key'),
+      requireField(priv, WHAT, 'sender ratchet private key'),
+    ),
     chainKey: readChainKey(key, index, WHAT),
   };
 }
@@ -209,7 +212,11 @@ function readReceiverChain(bytes: Uint8Array): ReceiverChain {
       skipped.push({ counter, seed });
     }
   });
-  return { ratchetKey: requireField(ratchetKey, WHAT, 'receiver ratchet key'), chainKey: readChainKey(key, index, WHAT), skipped };
+  return {
+    ratchetKey: requireField(ratchetKey, WHAT, 'receiver ratchet key'),
+    chainKey: readChainKey(key, index, WHAT),
+    skipped,
+  };
 }
 
 function readPendingPreKey(bytes: Uint8Array): PendingPreKey {

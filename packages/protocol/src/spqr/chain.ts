@@ -76,7 +76,10 @@ async function step(crypto: CryptoProvider, half: SpqrChainHalf): Promise<{ half
 }
 
 /** The next sending key and its counter; mutates `state`. */
-export async function spqrSendKey(crypto: CryptoProvider, state: SpqrChainState): Promise<{ ctr: number; key: Uint8Array }> {
+export async function spqrSendKey(
+  crypto: CryptoProvider,
+  state: SpqrChainState,
+): Promise<{ ctr: number; key: Uint8Array }> {
   const { half, key } = await step(crypto, state.send);
   state.send = half;
   return { ctr: half.ctr, key };

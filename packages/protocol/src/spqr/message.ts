@@ -50,7 +50,8 @@ export function encodeSpqrMessage(message: SpqrMessage): Uint8Array {
   writeVarint(out, message.index);
   out.push(message.type);
   if (hasChunk(message.type)) {
-    if (!message.chunk || message.chunk.data.length !== CHUNK_LENGTH) throw new InvalidMessageError('SPQR chunk missing');
+    if (!message.chunk || message.chunk.data.length !== CHUNK_LENGTH)
+      throw new InvalidMessageError('SPQR chunk missing');
     writeVarint(out, message.chunk.index);
     out.push(...message.chunk.data);
   }

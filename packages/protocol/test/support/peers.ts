@@ -5,6 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import * as Signal from '@signalapp/libsignal-client';
+import type { CryptoProvider } from '../../src/crypto/provider.ts';
 import {
   CiphertextMessageType,
   IdentityKeyPair,
@@ -21,7 +22,6 @@ import {
   signalDecryptPreKey,
   signalEncrypt,
 } from '../../src/index.ts';
-import type { CryptoProvider } from '../../src/crypto/provider.ts';
 import type { PreKeyBundle } from '../../src/session/session-builder.ts';
 
 export interface WireMessage {
@@ -121,7 +121,9 @@ class SignalIdentityStore extends Signal.IdentityKeyStore {
   async saveIdentity(name: Signal.ProtocolAddress, key: Signal.PublicKey) {
     const existing = this.known.get(name.toString());
     this.known.set(name.toString(), key);
-    return existing && !existing.equals(key) ? Signal.IdentityChange.ReplacedExisting : Signal.IdentityChange.NewOrUnchanged;
+    return existing && !existing.equals(key)
+      ? Signal.IdentityChange.ReplacedExisting
+      : Signal.IdentityChange.NewOrUnchanged;
   }
   async isTrustedIdentity(name: Signal.ProtocolAddress, key: Signal.PublicKey) {
     const existing = this.known.get(name.toString());
@@ -221,7 +223,10 @@ export class LibsignalPeer implements Peer {
     const kyberKey = Signal.KEMKeyPair.generate();
     const kyberId = nextKeyId++;
     const kyberSig = this.identity.privateKey.sign(kyberKey.getPublicKey().serialize());
-    await this.kyberPreKeyStore.saveKyberPreKey(kyberId, Signal.KyberPreKeyRecord.new(kyberId, Date.now(), kyberKey, kyberSig));
+    await this.kyberPreKeyStore.saveKyberPreKey(
+      kyberId,
+      Signal.KyberPreKeyRecord.new(kyberId, Date.now(), kyberKey, kyberSig),
+    );
     const bundle: PreKeyBundle = {
       registrationId: this.registrationId,
       deviceId: this.deviceId,
