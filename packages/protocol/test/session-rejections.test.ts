@@ -247,6 +247,24 @@ describe.each(providers)('rejections with the $name provider (typed error, no st
   });
 });
 
+describe.each(providers)('ratchet limits with the $name provider', (crypto) => {
+  it('keeps 5 receiver chains: a late message from 4 turns ago decrypts, one from 6 turns ago is refused', async () => {
+    const { hush, signal } = await established(crypto);
+    const roundTrip = async () => {
+      await hush.decrypt(signal, await signal.encrypt(hush, text.encode('ping')));
+      await signal.decrypt(hush, await hush.encrypt(signal, text.encode('pong')));
+    };
+    const recent = await signal.encrypt(hush, text.encode('recent'));
+    for (let i = 0; i < 4; i++) await roundTrip();
+    expect(decode(await hush.decrypt(signal, recent))).toBe('recent');
+    const old = await signal.encrypt(hush, text.encode('old'));
+    for (let i = 0; i < 6; i++) await roundTrip();
+    const before = await snapshot(hush, signal);
+    await expect(hush.decrypt(signal, old)).rejects.toBeInstanceOf(ProtocolError);
+    expect(await snapshot(hush, signal)).toBe(before);
+  });
+});
+
 describe('session records', () => {
   it('keep at most 40 archived sessions and serialize every state', async () => {
     const [crypto] = providers as [(typeof providers)[number]];
