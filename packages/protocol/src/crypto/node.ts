@@ -12,17 +12,20 @@ import {
 } from 'node:crypto';
 import { type CryptoProvider, LowOrderPointError, isAllZero } from './provider.ts';
 
-// DER wrappers that turn raw 32-byte keys into the KeyObjects node:crypto wants (RFC 8410).
-const X25519_PKCS8_PREFIX = Buffer.from('302e020100300506032b656e04220420', 'hex');
-const X25519_SPKI_PREFIX = Buffer.from('302a300506032b656e032100', 'hex');
-const ED25519_SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
+// Raw keys enter node:crypto as JWKs: OpenSSL 3 decodes DER/PKCS#8 about ten times slower, and
+// key import dominated session setup. For a private OKP key Node reads only `d` (it derives the
+// public half itself) but requires `x` to be a string, so an empty one is passed; the Wycheproof and
+// interop suites catch any Node release that changes this.
+function base64Url(raw: Uint8Array): string {
+  return Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('base64url');
+}
 
 function x25519PrivateKeyObject(privateKey: Uint8Array) {
-  return createPrivateKey({
-    key: Buffer.concat([X25519_PKCS8_PREFIX, privateKey]),
-    format: 'der',
-    type: 'pkcs8',
-  });
+  return createPrivateKey({ key: { kty: 'OKP', crv: 'X25519', d: base64Url(privateKey), x: '' }, format: 'jwk' });
+}
+
+function publicKeyObject(curve: 'X25519' | 'Ed25519', publicKey: Uint8Array) {
+  return createPublicKey({ key: { kty: 'OKP', crv: curve, x: base64Url(publicKey) }, format: 'jwk' });
 }
 
 function bytes(buffer: Buffer | ArrayBuffer): Uint8Array {
@@ -40,18 +43,14 @@ export const nodeCrypto: CryptoProvider = {
   },
 
   async x25519PublicKey(privateKey) {
-    const spki = createPublicKey(x25519PrivateKeyObject(privateKey)).export({ format: 'der', type: 'spki' });
-    return bytes(spki.subarray(X25519_SPKI_PREFIX.length));
+    const jwk = createPublicKey(x25519PrivateKeyObject(privateKey)).export({ format: 'jwk' });
+    return bytes(Buffer.from(jwk.x as string, 'base64url'));
   },
 
   async x25519(privateKey, publicKey) {
     const keys = {
       privateKey: x25519PrivateKeyObject(privateKey),
-      publicKey: createPublicKey({
-        key: Buffer.concat([X25519_SPKI_PREFIX, publicKey]),
-        format: 'der',
-        type: 'spki',
-      }),
+      publicKey: publicKeyObject('X25519', publicKey),
     };
     let shared: Buffer;
     try {
@@ -90,12 +89,7 @@ export const nodeCrypto: CryptoProvider = {
   async ed25519Verify(publicKey, message, signature) {
     if (publicKey.length !== 32 || signature.length !== 64) return false;
     try {
-      const key = createPublicKey({
-        key: Buffer.concat([ED25519_SPKI_PREFIX, publicKey]),
-        format: 'der',
-        type: 'spki',
-      });
-      return verify(null, message, key, signature);
+      return verify(null, message, publicKeyObject('Ed25519', publicKey), signature);
     } catch {
       // OpenSSL refuses to decode some non-canonical points: that is a failed verification.
       return false;
