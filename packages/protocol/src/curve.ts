@@ -12,22 +12,29 @@ const L = ed25519.Point.CURVE().n;
 
 /** A Curve25519 public key, serialized as 0x05 ‖ 32-byte u-coordinate (33 bytes). */
 export class PublicKey {
-  private constructor(readonly publicKeyBytes: Uint8Array) {}
+  /** The 32-byte u-coordinate (a view into `serialized`). */
+  readonly publicKeyBytes: Uint8Array;
+
+  // The serialized form is kept because every MAC, record and message needs it.
+  private constructor(private readonly serialized: Uint8Array) {
+    this.publicKeyBytes = serialized.subarray(1);
+  }
 
   /** Parses the 33-byte form. Trailing bytes are tolerated, as libsignal does. */
   static deserialize(serialized: Uint8Array): PublicKey {
     if (serialized.length < 33) throw new InvalidKeyError(`EC public key too short: ${serialized.length} bytes`);
     if (serialized[0] !== DJB_KEY_TYPE) throw new InvalidKeyError(`bad key type <0x${serialized[0]?.toString(16)}>`);
-    return new PublicKey(serialized.slice(1, 33));
+    return new PublicKey(serialized.slice(0, 33));
   }
 
   static fromPublicKeyBytes(raw: Uint8Array): PublicKey {
     if (raw.length !== 32) throw new InvalidKeyError(`X25519 public key must be 32 bytes, got ${raw.length}`);
-    return new PublicKey(raw.slice());
+    return new PublicKey(concatBytes(new Uint8Array([DJB_KEY_TYPE]), raw));
   }
 
+  /** The 33-byte form, 0x05 ‖ u. Shared, not copied: treat it as read-only. */
   serialize(): Uint8Array {
-    return concatBytes(new Uint8Array([DJB_KEY_TYPE]), this.publicKeyBytes);
+    return this.serialized;
   }
 
   equals(other: PublicKey): boolean {

@@ -5,9 +5,11 @@ export { BinaryWriter };
 
 /** One field of a protobuf being read; its accessors check the wire type before reading. */
 export class ProtoField {
+  // One instance is reused for every field of a message (records are parsed on every use).
+  no = 0;
+  wireType: WireType = WireType.Varint;
+
   constructor(
-    readonly no: number,
-    private readonly wireType: WireType,
     private readonly reader: BinaryReader,
     private readonly what: string,
   ) {}
@@ -56,11 +58,14 @@ export class ProtoField {
  */
 export function readProto(bytes: Uint8Array, what: string, visit: (field: ProtoField) => void): void {
   const reader = new BinaryReader(bytes);
+  const field = new ProtoField(reader, what);
   try {
     while (reader.pos < reader.len) {
       const [no, wireType] = reader.tag();
       const start = reader.pos;
-      visit(new ProtoField(no, wireType, reader, what));
+      field.no = no;
+      field.wireType = wireType;
+      visit(field);
       if (reader.pos === start) reader.skip(wireType, no);
     }
     if (reader.pos !== reader.len) throw new Error('trailing bytes');
