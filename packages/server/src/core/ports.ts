@@ -208,3 +208,9 @@ export interface PushSender {
 export interface Clock {
   now(): number;
 }
+
+/** Live delivery: the in-process socket registry standalone, API Gateway connections on AWS. */
+export interface DeliveryNotifier {
+  /** Tells the device's live connection that its queue grew. False when it has none. */
+  notify(accountId: string, deviceId: number): Promise<boolean>;
+}

@@ -1,0 +1,114 @@
+import { KEMPublicKey, PublicKey } from '@hush/protocol';
+import { nodeCrypto } from '@hush/protocol/node';
+import { ApiError, badRequest, notFound } from './errors.ts';
+import { MAX_KEYS_PER_UPLOAD } from './limits.ts';
+import type { AccountStore, Device, ECPreKey, KeyStore, KeyUpload, KyberPreKey, SignedECPreKey } from './ports.ts';
+
+/*
+ * Step 4 of the flow: the prekey directory. The server checks every key's format and every
+ * signature against the account's identity key (XEdDSA, via @hush/protocol) before storing it,
+ * so a bundle it hands out is always one the recipient will accept.
+ */
+
+const MAX_KEY_ID = 0xffffff;
+
+function checkKeyId(keyId: number, what: string): void {
+  if (!Number.isInteger(keyId) || keyId < 0 || keyId > MAX_KEY_ID) throw badRequest('invalid_key_id', `${what}: key id out of range`);
+}
+
+function checkECKey(key: ECPreKey, what: string): void {
+  checkKeyId(key.keyId, what);
+  if (key.publicKey.length !== 33) throw badRequest('invalid_key', `${what}: an EC public key is 33 bytes`);
+  try {
+    PublicKey.deserialize(key.publicKey);
+  } catch {
+    throw badRequest('invalid_key', `${what}: not a Curve25519 public key (type byte 0x05)`);
+  }
+}
+
+async function checkSignature(identityKey: PublicKey, key: SignedECPreKey | KyberPreKey, what: string): Promise<void> {
+  if (key.signature.length !== 64 || !(await identityKey.verifySignature(nodeCrypto, key.publicKey, key.signature))) {
+    throw badRequest('invalid_signature', `${what}: the signature does not verify with the identity key`);
+  }
+}
+
+function checkKyberKey(key: KyberPreKey, what: string): void {
+  checkKeyId(key.keyId, what);
+  try {
+    KEMPublicKey.deserialize(key.publicKey);
+  } catch {
+    throw badRequest('invalid_key', `${what}: not a Kyber1024 public key (type byte 0x08, 1569 bytes)`);
+  }
+}
+
+function checkUniqueIds(keys: { keyId: number }[], what: string): void {
+  if (new Set(keys.map((k) => k.keyId)).size !== keys.length) throw badRequest('duplicate_key_id', `${what}: key ids repeat`);
+}
+
+/** Validates an upload completely (formats, counts, signatures) before anything is stored. */
+export async function validateKeyUpload(identityKeyBytes: Uint8Array, upload: KeyUpload): Promise<void> {
+  const identityKey = PublicKey.deserialize(identityKeyBytes);
+  const preKeys = upload.preKeys ?? [];
+  const pqPreKeys = upload.pqPreKeys ?? [];
+  if (preKeys.length > MAX_KEYS_PER_UPLOAD || pqPreKeys.length > MAX_KEYS_PER_UPLOAD) {
+    throw badRequest('too_many_keys', `at most ${MAX_KEYS_PER_UPLOAD} one-time keys of each kind per upload`);
+  }
+  checkUniqueIds(preKeys, 'preKeys');
+  checkUniqueIds(pqPreKeys, 'pqPreKeys');
+  preKeys.forEach((k, i) => checkECKey(k, `preKeys[${i}]`));
+  pqPreKeys.forEach((k, i) => checkKyberKey(k, `pqPreKeys[${i}]`));
+  if (upload.signedPreKey) checkECKey(upload.signedPreKey, 'signedPreKey');
+  if (upload.pqLastResortPreKey) checkKyberKey(upload.pqLastResortPreKey, 'pqLastResortPreKey');
+  const signed: [SignedECPreKey | KyberPreKey, string][] = pqPreKeys.map((k, i) => [k, `pqPreKeys[${i}]`]);
+  if (upload.signedPreKey) signed.push([upload.signedPreKey, 'signedPreKey']);
+  if (upload.pqLastResortPreKey) signed.push([upload.pqLastResortPreKey, 'pqLastResortPreKey']);
+  for (const [key, what] of signed) await checkSignature(identityKey, key, what);
+}
+
+export interface DeviceBundle {
+  deviceId: number;
+  registrationId: number;
+  signedPreKey: SignedECPreKey;
+  preKey?: ECPreKey;
+  pqPreKey: KyberPreKey;
+}
+
+export class KeyService {
+  constructor(private readonly deps: { store: KeyStore & AccountStore }) {}
+
+  async upload(device: Device, upload: KeyUpload): Promise<void> {
+    const account = await this.deps.store.getAccount(device.accountId);
+    if (!account) throw new ApiError(401, 'unauthorized', 'account no longer exists');
+    await validateKeyUpload(account.identityKey, upload);
+    await this.deps.store.storeKeys(device.accountId, device.deviceId, upload);
+  }
+
+  count(device: Device) {
+    return this.deps.store.countKeys(device.accountId, device.deviceId);
+  }
+
+  /** Bundles for one device or, with `'*'`, every device of the account. One-time keys are used up. */
+  async bundles(accountId: string, deviceSelector: number | '*') {
+    const account = await this.deps.store.getAccount(accountId);
+    if (!account) throw notFound('account_not_found', 'no such account');
+    const devices =
+      deviceSelector === '*'
+        ? await this.deps.store.listDevices(accountId)
+        : [await this.deps.store.getDevice(accountId, deviceSelector)].filter((d): d is Device => d !== null);
+    if (devices.length === 0) throw notFound('device_not_found', 'no such device');
+    const bundles: DeviceBundle[] = [];
+    for (const device of devices) {
+      const taken = await this.deps.store.takeKeys(accountId, device.deviceId);
+      if (!taken) continue;
+      bundles.push({
+        deviceId: device.deviceId,
+        registrationId: device.registrationId,
+        signedPreKey: taken.signedPreKey,
+        ...(taken.preKey ? { preKey: taken.preKey } : {}),
+        pqPreKey: taken.pqPreKey,
+      });
+    }
+    if (bundles.length === 0) throw notFound('device_not_found', 'no device with keys');
+    return { identityKey: account.identityKey, devices: bundles };
+  }
+}

@@ -1,0 +1,12 @@
+/** Limits in the spirit of Signal-Server (architecture.md, "Delivery semantics"). */
+export const MAX_MESSAGE_BYTES = 96 * 1024;
+export const MAX_KEYS_PER_UPLOAD = 100;
+export const MAX_DEVICES_PER_ACCOUNT = 6;
+export const ENVELOPE_TTL_MS = 30 * 24 * 60 * 60 * 1000;
+export const VERIFICATION_CODE_TTL_MS = 10 * 60 * 1000;
+export const MAX_WRONG_CODES = 5;
+/** A verified session may be turned into an account for this long after it was created. */
+export const VERIFIED_SESSION_TTL_MS = 60 * 60 * 1000;
+export const MIN_PASSWORD_LENGTH = 20;
+export const MAX_PASSWORD_LENGTH = 512;
+export const MAX_FETCH_BATCH = 100;
