@@ -1,0 +1,461 @@
+import { randomUUID } from 'node:crypto';
+import { OpenAPIHono, createRoute, z } from '@hono/zod-openapi';
+import type { Context } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { HTTPException } from 'hono/http-exception';
+import type { Logger } from 'pino';
+import type { Core } from '../core/index.ts';
+import { ApiError, PayloadTooLargeError, badRequest, notFound, unauthorized } from '../core/errors.ts';
+import type { AttachmentStore, Device, QueuedEnvelope } from '../core/ports.ts';
+import type { SocketTokens } from '../core/socket-tokens.ts';
+import { docsPage } from './docs.ts';
+import * as S from './schemas.ts';
+
+/** Largest JSON body accepted (a 96 KiB message is 128 KiB as base64, plus the envelope). */
+const MAX_JSON_BODY = 512 * 1024;
+export const MAX_ATTACHMENT_BYTES = 100 * 1024 * 1024;
+export const ATTACHMENT_TTL_MS = 30 * 24 * 60 * 60 * 1000;
+
+export interface HttpMetrics {
+  request(method: string, route: string, status: number, seconds: number): void;
+  render(): Promise<{ contentType: string; body: string }>;
+}
+
+export interface AppDeps {
+  core: Core;
+  attachments: AttachmentStore;
+  socketTokens: SocketTokens;
+  logger: Logger;
+  metrics?: HttpMetrics;
+  /** The caller's network address, for per-client rate limits; each deployment knows its own. */
+  clientAddress: (c: Context<AppEnv>) => string;
+}
+
+/**
+ * Requests may also arrive as frames over a device's own WebSocket; the socket layer passes the
+ * device it authenticated at the upgrade as `env.device`, which nothing outside the process can set.
+ */
+export type AppEnv = { Bindings: { device?: Device }; Variables: { device: Device } };
+
+const b64 = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64');
+const bytes = (base64: string) => new Uint8Array(Buffer.from(base64, 'base64'));
+
+export function envelopeJson(e: QueuedEnvelope) {
+  return {
+    guid: e.guid,
+    type: e.type,
+    sourceAccountId: e.sourceAccountId,
+    sourceDeviceId: e.sourceDeviceId,
+    destinationDeviceId: e.destinationDeviceId,
+    timestamp: e.timestamp,
+    serverTimestamp: e.serverTimestamp,
+    content: b64(e.content),
+  };
+}
+
+function errorResponse(c: Context, error: ApiError) {
+  if (error.retryAfterSeconds !== undefined) c.header('Retry-After', String(error.retryAfterSeconds));
+  return c.json({ error: { code: error.code, message: error.message, ...error.details } }, error.status);
+}
+
+/** `Authorization: Basic base64(accountId.deviceId:password)`. */
+function parseBasic(header: string | undefined): { accountId: string; deviceId: number; password: string } | null {
+  if (!header?.startsWith('Basic ')) return null;
+  const decoded = Buffer.from(header.slice(6), 'base64').toString('utf8');
+  const colon = decoded.indexOf(':');
+  if (colon < 0) return null;
+  const user = decoded.slice(0, colon);
+  const dot = user.lastIndexOf('.');
+  if (dot < 0) return null;
+  const deviceId = Number(user.slice(dot + 1));
+  if (!Number.isInteger(deviceId)) return null;
+  return { accountId: user.slice(0, dot), deviceId, password: decoded.slice(colon + 1) };
+}
+
+const json = <T extends z.ZodType>(schema: T, description: string) => ({
+  content: { 'application/json': { schema } },
+  description,
+});
+const errors = {
+  400: json(S.ErrorBody, 'Bad request'),
+  401: json(S.ErrorBody, 'Missing or wrong credentials'),
+  429: json(S.ErrorBody, 'Rate limited (see Retry-After)'),
+};
+const basicAuth = [{ basicAuth: [] }];
+const body = <T extends z.ZodType>(schema: T) => ({ body: { content: { 'application/json': { schema } }, required: true } });
+
+export function createApp(deps: AppDeps) {
+  const { core, logger } = deps;
+  const app = new OpenAPIHono<AppEnv>({
+    defaultHook: (result, c) => {
+      if (!result.success) {
+        const issue = result.error.issues[0];
+        const where = issue?.path.join('.') || 'body';
+        return c.json({ error: { code: 'invalid_request', message: `${where}: ${issue?.message ?? 'invalid'}` } }, 400);
+      }
+    },
+  });
+
+  app.onError((error, c) => {
+    if (error instanceof ApiError) return errorResponse(c, error);
+    if (error instanceof HTTPException && error.status < 500) {
+      const code = error.status === 413 ? 'payload_too_large' : 'invalid_request';
+      return c.json({ error: { code, message: error.message || 'bad request' } }, error.status);
+    }
+    logger.error({ err: { type: (error as Error).name, message: (error as Error).message, stack: (error as Error).stack } }, 'request failed');
+    return c.json({ error: { code: 'internal_error', message: 'internal error' } }, 500);
+  });
+  app.notFound((c) => c.json({ error: { code: 'not_found', message: 'no such route' } }, 404));
+
+  // Access log and metrics: method, route pattern, status, time. Never bodies, queries or headers.
+  app.use('*', async (c, next) => {
+    const started = performance.now();
+    await next();
+    const seconds = (performance.now() - started) / 1000;
+    const route = c.req.routePath || 'unmatched';
+    deps.metrics?.request(c.req.method, route, c.res.status, seconds);
+    if (!c.env?.device) logger.info({ method: c.req.method, route, status: c.res.status, ms: Math.round(seconds * 1000) }, 'http');
+  });
+  app.use('/v1/*', async (c, next) => {
+    if (c.req.path === '/v1/attachments' && c.req.method === 'POST') return next();
+    return bodyLimit({ maxSize: MAX_JSON_BODY, onError: () => { throw new PayloadTooLargeError(MAX_JSON_BODY); } })(c, next);
+  });
+
+  app.openAPIRegistry.registerComponent('securitySchemes', 'basicAuth', {
+    type: 'http',
+    scheme: 'basic',
+    description: 'accountId.deviceId : device password',
+  });
+
+  const authenticate = async (c: Context<AppEnv>, next: () => Promise<void>) => {
+    const preset = c.env?.device;
+    if (preset) {
+      c.set('device', preset);
+      return next();
+    }
+    const credentials = parseBasic(c.req.header('authorization'));
+    if (!credentials) throw unauthorized();
+    c.set('device', await core.accounts.authenticate(credentials.accountId, credentials.deviceId, credentials.password));
+    return next();
+  };
+  for (const path of ['/v1/keys', '/v1/keys/*', '/v1/messages', '/v1/messages/*', '/v1/websocket/token', '/v1/attachments', '/v1/attachments/*', '/v1/devices', '/v1/devices/*']) {
+    app.use(path, authenticate);
+  }
+
+  // ---- verification (step 2) ----
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/v1/verification/sessions',
+      summary: 'Start verifying a phone number; an SMS code is sent',
+      request: body(S.StartVerificationRequest),
+      responses: { 200: json(S.VerificationSessionResponse, 'Session started'), ...errors },
+    }),
+    async (c) => {
+      const { number } = c.req.valid('json');
+      const session = await core.verification.startSession(number, deps.clientAddress(c));
+      return c.json({ ...session, verified: false }, 200);
+    },
+  );
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/v1/verification/sessions/{id}/code',
+      summary: 'Submit the SMS code',
+      request: { params: z.object({ id: z.uuid() }), ...body(S.SubmitCodeRequest) },
+      responses: { 200: json(S.VerificationSessionResponse, 'Verified'), ...errors },
+    }),
+    async (c) => {
+      const session = await core.verification.submitCode(c.req.valid('param').id, c.req.valid('json').code);
+      return c.json({ ...session, expiresAt: 0 }, 200);
+    },
+  );
+
+  // ---- accounts (steps 2-3) ----
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/v1/accounts',
+      summary: 'Create (or re-create) the account of a verified number, with device 1 and its keys',
+      request: body(S.RegisterRequest),
+      responses: { 200: json(S.RegisterResponse, 'Registered'), ...errors },
+    }),
+    async (c) => {
+      const r = c.req.valid('json');
+      const result = await core.accounts.register({
+        verificationSessionId: r.verificationSessionId,
+        password: r.password,
+        identityKey: bytes(r.identityKey),
+        registrationId: r.registrationId,
+        signedPreKey: { ...r.signedPreKey, publicKey: bytes(r.signedPreKey.publicKey), signature: bytes(r.signedPreKey.signature) },
+        pqLastResortPreKey: {
+          ...r.pqLastResortPreKey,
+          publicKey: bytes(r.pqLastResortPreKey.publicKey),
+          signature: bytes(r.pqLastResortPreKey.signature),
+        },
+        ...(r.preKeys ? { preKeys: r.preKeys.map((k) => ({ keyId: k.keyId, publicKey: bytes(k.publicKey) })) } : {}),
+        ...(r.pqPreKeys
+          ? { pqPreKeys: r.pqPreKeys.map((k) => ({ keyId: k.keyId, publicKey: bytes(k.publicKey), signature: bytes(k.signature) })) }
+          : {}),
+        ...(r.name ? { name: r.name } : {}),
+      });
+      return c.json({ accountId: result.accountId, deviceId: result.deviceId, number: result.number }, 200);
+    },
+  );
+
+  // ---- key directory (step 4) ----
+  app.openapi(
+    createRoute({
+      method: 'put',
+      path: '/v1/keys',
+      summary: 'Upload one-time EC and Kyber prekeys; rotate the signed prekey and last-resort Kyber key',
+      security: basicAuth,
+      request: body(S.KeyUploadRequest),
+      responses: { 204: { description: 'Stored' }, ...errors },
+    }),
+    async (c) => {
+      const u = c.req.valid('json');
+      await core.keys.upload(c.get('device'), {
+        ...(u.preKeys ? { preKeys: u.preKeys.map((k) => ({ keyId: k.keyId, publicKey: bytes(k.publicKey) })) } : {}),
+        ...(u.pqPreKeys
+          ? { pqPreKeys: u.pqPreKeys.map((k) => ({ keyId: k.keyId, publicKey: bytes(k.publicKey), signature: bytes(k.signature) })) }
+          : {}),
+        ...(u.signedPreKey
+          ? { signedPreKey: { keyId: u.signedPreKey.keyId, publicKey: bytes(u.signedPreKey.publicKey), signature: bytes(u.signedPreKey.signature) } }
+          : {}),
+        ...(u.pqLastResortPreKey
+          ? {
+              pqLastResortPreKey: {
+                keyId: u.pqLastResortPreKey.keyId,
+                publicKey: bytes(u.pqLastResortPreKey.publicKey),
+                signature: bytes(u.pqLastResortPreKey.signature),
+              },
+            }
+          : {}),
+      });
+      return c.body(null, 204);
+    },
+  );
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/keys/count',
+      summary: 'How many one-time prekeys of each kind the server still holds for this device',
+      security: basicAuth,
+      responses: { 200: json(S.KeyCountResponse, 'Counts'), ...errors },
+    }),
+    async (c) => c.json(await core.keys.count(c.get('device')), 200),
+  );
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/keys/{accountId}/{deviceId}',
+      summary: 'Prekey bundles for one device, or for every device with "*"; each one-time key is handed out once',
+      security: basicAuth,
+      request: {
+        params: z.object({ accountId: z.uuid(), deviceId: z.union([z.literal('*'), z.coerce.number().int().min(1).max(127)]) }),
+      },
+      responses: { 200: json(S.BundleResponse, 'Bundles'), ...errors, 404: json(S.ErrorBody, 'No such account or device') },
+    }),
+    async (c) => {
+      const { accountId, deviceId } = c.req.valid('param');
+      const result = await core.keys.bundles(accountId, deviceId);
+      return c.json(
+        {
+          identityKey: b64(result.identityKey),
+          devices: result.devices.map((d) => ({
+            deviceId: d.deviceId,
+            registrationId: d.registrationId,
+            signedPreKey: { keyId: d.signedPreKey.keyId, publicKey: b64(d.signedPreKey.publicKey), signature: b64(d.signedPreKey.signature) },
+            ...(d.preKey ? { preKey: { keyId: d.preKey.keyId, publicKey: b64(d.preKey.publicKey) } } : {}),
+            pqPreKey: { keyId: d.pqPreKey.keyId, publicKey: b64(d.pqPreKey.publicKey), signature: b64(d.pqPreKey.signature) },
+          })),
+        },
+        200,
+      );
+    },
+  );
+
+  // ---- messages (steps 6-8) ----
+  app.openapi(
+    createRoute({
+      method: 'put',
+      path: '/v1/messages/multi',
+      summary: 'One ciphertext fanned out by the server to many devices (sender-key group messages)',
+      security: basicAuth,
+      request: body(S.MultiSendRequest),
+      responses: {
+        200: json(S.SendResponse, 'Stored durably for every device'),
+        ...errors,
+        409: json(S.ErrorBody, 'accounts[].missingDevices / extraDevices'),
+        410: json(S.ErrorBody, 'accounts[].staleDevices'),
+        413: json(S.ErrorBody, 'Message larger than 96 KiB'),
+      },
+    }),
+    async (c) => {
+      const r = c.req.valid('json');
+      const result = await core.messages.sendMulti(c.get('device'), {
+        type: r.type,
+        content: bytes(r.content),
+        recipients: r.recipients,
+        timestamp: r.timestamp,
+        ...(r.id ? { id: r.id } : {}),
+      });
+      return c.json(result, 200);
+    },
+  );
+  app.openapi(
+    createRoute({
+      method: 'put',
+      path: '/v1/messages/{accountId}',
+      summary: 'Send one ciphertext per destination device; 200 only once every envelope is stored durably',
+      security: basicAuth,
+      request: { params: S.AccountIdParam, ...body(S.SendRequest) },
+      responses: {
+        200: json(S.SendResponse, 'Stored durably'),
+        ...errors,
+        404: json(S.ErrorBody, 'No such account'),
+        409: json(S.ErrorBody, 'missingDevices / extraDevices'),
+        410: json(S.ErrorBody, 'staleDevices'),
+        413: json(S.ErrorBody, 'Message larger than 96 KiB'),
+      },
+    }),
+    async (c) => {
+      const r = c.req.valid('json');
+      const result = await core.messages.send(c.get('device'), c.req.valid('param').accountId, {
+        messages: r.messages.map((m) => ({ ...m, content: bytes(m.content) })),
+        timestamp: r.timestamp,
+        ...(r.id ? { id: r.id } : {}),
+      });
+      return c.json(result, 200);
+    },
+  );
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/messages',
+      summary: 'This device’s queue, oldest first (for clients without a socket)',
+      security: basicAuth,
+      request: { query: z.object({ limit: z.coerce.number().int().min(1).max(100).optional() }) },
+      responses: { 200: json(S.QueueResponse, 'Queued envelopes'), ...errors },
+    }),
+    async (c) => {
+      const { messages, more } = await core.messages.fetch(c.get('device'), c.req.valid('query').limit);
+      return c.json({ messages: messages.map(envelopeJson), more }, 200);
+    },
+  );
+  app.openapi(
+    createRoute({
+      method: 'delete',
+      path: '/v1/messages/{guid}',
+      summary: 'Acknowledge (delete) an envelope of this device’s own queue',
+      security: basicAuth,
+      request: { params: z.object({ guid: z.uuid() }) },
+      responses: { 204: { description: 'Deleted' }, ...errors, 404: json(S.ErrorBody, 'Not in this device’s queue') },
+    }),
+    async (c) => {
+      await core.messages.acknowledge(c.get('device'), c.req.valid('param').guid);
+      return c.body(null, 204);
+    },
+  );
+
+  // ---- live delivery (step 7) ----
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/v1/websocket/token',
+      summary: 'A single-use token (60 s) for opening GET /v1/websocket?token=… where headers cannot be set',
+      security: basicAuth,
+      responses: { 200: json(S.SocketTokenResponse, 'Token'), ...errors },
+    }),
+    (c) => c.json(deps.socketTokens.issue(c.get('device')), 200),
+  );
+
+  // ---- attachments ----
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/v1/attachments',
+      summary: 'Upload an encrypted blob (raw body, application/octet-stream, at most 100 MiB)',
+      security: basicAuth,
+      request: { body: { content: { 'application/octet-stream': { schema: z.string().openapi({ format: 'binary' }) } } } },
+      responses: { 200: json(S.AttachmentResponse, 'Stored'), ...errors, 413: json(S.ErrorBody, 'Too large') },
+    }),
+    async (c) => {
+      const declared = Number(c.req.header('content-length') ?? 0);
+      if (declared > MAX_ATTACHMENT_BYTES) throw new PayloadTooLargeError(MAX_ATTACHMENT_BYTES);
+      const stream = c.req.raw.body;
+      if (!stream) throw badRequest('empty_attachment', 'the body is empty');
+      const meta = await deps.attachments.put(randomUUID(), stream, MAX_ATTACHMENT_BYTES, core.clock.now() + ATTACHMENT_TTL_MS);
+      if (meta.size === 0) throw badRequest('empty_attachment', 'the body is empty');
+      return c.json({ id: meta.id, size: meta.size, expiresAt: meta.expiresAt }, 200);
+    },
+  );
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/attachments/{id}',
+      summary: 'Download an encrypted blob',
+      security: basicAuth,
+      request: { params: z.object({ id: z.uuid() }) },
+      responses: {
+        200: { content: { 'application/octet-stream': { schema: z.string().openapi({ format: 'binary' }) } }, description: 'The blob' },
+        ...errors,
+        404: json(S.ErrorBody, 'No such attachment'),
+      },
+    }),
+    async (c) => {
+      const found = await deps.attachments.get(c.req.valid('param').id, core.clock.now());
+      if (!found) throw notFound('attachment_not_found', 'no such attachment');
+      return c.body(found.body, 200, { 'content-type': 'application/octet-stream', 'content-length': String(found.meta.size) });
+    },
+  );
+
+  // ---- devices ----
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/devices',
+      summary: 'This account’s devices',
+      security: basicAuth,
+      responses: { 200: json(S.DevicesResponse, 'Devices'), ...errors },
+    }),
+    async (c) => c.json({ devices: await core.accounts.devices(c.get('device').accountId) }, 200),
+  );
+  app.openapi(
+    createRoute({
+      method: 'put',
+      path: '/v1/devices/push',
+      summary: 'Register (or clear) this device’s Web Push subscription for content-free wake-ups',
+      security: basicAuth,
+      request: body(S.PushRequest),
+      responses: { 204: { description: 'Saved' }, ...errors },
+    }),
+    async (c) => {
+      const { webPush } = c.req.valid('json');
+      await core.accounts.setPushSubscription(c.get('device'), webPush ? JSON.stringify(webPush) : null);
+      return c.body(null, 204);
+    },
+  );
+
+  // ---- operations ----
+  app.doc31('/openapi.json', {
+    openapi: '3.1.0',
+    info: {
+      title: 'Hush server API',
+      version: '1',
+      description: 'Verification, accounts, prekey directory and store-and-forward delivery of end-to-end encrypted messages.',
+    },
+  });
+  app.get('/docs', (c) => c.html(docsPage()));
+  app.get('/healthz', (c) => c.json({ status: 'ok' }));
+  app.get('/metrics', async (c) => {
+    if (!deps.metrics) return c.json({ error: { code: 'not_found', message: 'metrics are off' } }, 404);
+    const { contentType, body: text } = await deps.metrics.render();
+    return c.body(text, 200, { 'content-type': contentType });
+  });
+
+  return app;
+}
+
+export type App = ReturnType<typeof createApp>;
