@@ -147,6 +147,57 @@ export class PrivateKey {
   }
 }
 
+/**
+ * A Curve25519 key pair made only for signing (a sender-key chain's), held as an RFC 8032 Ed25519
+ * seed so that each platform can sign natively instead of in JS. Its private scalar is Ed25519's,
+ * a = clamp(SHA-512(seed)[0..32]); as an X25519 scalar it gives the Montgomery form of the Ed25519
+ * public key A = aB. libsignal's XEdDSA verifier rebuilds A from that u-coordinate and the sign
+ * bit carried in bit 7 of the signature's last byte, then checks an ordinary Ed25519 equation; so
+ * an RFC 8032 signature by the seed verifies once A's sign bit is put there (s < L < 2²⁵³ leaves
+ * the bit free). Only the nonce differs from `PrivateKey.sign`, and verifiers cannot see nonces.
+ *
+ * Serialized as seed ‖ A (64 bytes, NaCl's layout), so signing needs no extra multiplication to
+ * learn A's sign bit.
+ */
+export class SeededSigningKey {
+  private constructor(
+    private readonly seed: Uint8Array,
+    private readonly edwardsPublicKey: Uint8Array,
+  ) {}
+
+  /** A new key pair: the public key is what goes into distribution messages. */
+  static async generate(crypto: CryptoProvider): Promise<{ publicKey: PublicKey; privateKey: SeededSigningKey }> {
+    const seed = crypto.randomBytes(32);
+    const [edwardsPublicKey, expanded] = await Promise.all([crypto.ed25519PublicKey(seed), crypto.sha512(seed)]);
+    const montgomery = await crypto.x25519PublicKey(clamp(expanded.subarray(0, 32)));
+    return {
+      publicKey: PublicKey.fromPublicKeyBytes(montgomery),
+      privateKey: new SeededSigningKey(seed, edwardsPublicKey),
+    };
+  }
+
+  static deserialize(serialized: Uint8Array): SeededSigningKey {
+    if (serialized.length !== 64) {
+      throw new InvalidKeyError(`seeded signing key must be 64 bytes, got ${serialized.length}`);
+    }
+    return new SeededSigningKey(serialized.slice(0, 32), serialized.slice(32));
+  }
+
+  serialize(): Uint8Array {
+    return concatBytes(this.seed, this.edwardsPublicKey);
+  }
+
+  /** An XEdDSA signature in libsignal's sign-bit variant (see the class comment). */
+  async sign(crypto: CryptoProvider, message: Uint8Array): Promise<Uint8Array> {
+    const signature = await crypto.ed25519Sign(this.seed, message);
+    signature[63] = (signature[63] as number) | ((this.edwardsPublicKey[31] as number) & 0x80);
+    return signature;
+  }
+}
+
+/** Either kind of private key that makes XEdDSA signatures. */
+export type SigningPrivateKey = PrivateKey | SeededSigningKey;
+
 function clamp(privateKey: Uint8Array): Uint8Array {
   const k = privateKey.slice();
   k[0] = (k[0] as number) & 248;

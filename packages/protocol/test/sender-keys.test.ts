@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { ProtocolAddress } from '../src/address.ts';
 import { utf8 } from '../src/bytes.ts';
 import type { CryptoProvider } from '../src/crypto/provider.ts';
-import { KeyPair } from '../src/curve.ts';
+import { KeyPair, PrivateKey, type PublicKey, SeededSigningKey } from '../src/curve.ts';
 import {
   DuplicatedMessageError,
   InvalidArgumentError,
@@ -148,6 +148,21 @@ describe.each(providers)('sender keys ($name)', (crypto: CryptoProvider) => {
       state.signingPrivateKey,
     );
     return message.serialize();
+  }
+
+  /** A one-state record written field by field, with the given private-key fields (5 and/or 7). */
+  function handWrittenRecord(version: number, signingKey: PublicKey, privateKeys: [number, Uint8Array][]) {
+    const state = new BinaryWriter()
+      .tag(1, 0)
+      .uint32(1234)
+      .tag(2, 2)
+      .bytes(crypto.randomBytes(32))
+      .tag(3, 0)
+      .uint32(0)
+      .tag(4, 2)
+      .bytes(signingKey.serialize());
+    for (const [field, bytes] of privateKeys) state.tag(field, 2).bytes(bytes);
+    return new BinaryWriter().tag(1, 0).uint32(version).tag(2, 2).bytes(state.finish()).finish();
   }
 
   describe('Hush to Hush', () => {
@@ -376,6 +391,70 @@ describe.each(providers)('sender keys ($name)', (crypto: CryptoProvider) => {
       await expect(Signal.groupDecrypt(libAlice, libStore, buf(messages[4] as Uint8Array))).rejects.toThrow();
       const late = await Signal.groupDecrypt(libAlice, libStore, buf(messages[8] as Uint8Array));
       expect(new Uint8Array(late)).toEqual(utf8('hush 8'));
+    });
+
+    it('signs with seeded keys that libsignal verifies, whichever sign bit their Edwards key has', async () => {
+      // Each new chain gets a new seeded signing key; about half of their Edwards keys have the sign
+      // bit set. libsignal must accept each message as sent and refuse it with bit 7 of its last
+      // byte flipped, which shows it rebuilds the key from that bit.
+      const signBits = [0, 0];
+      for (let i = 0; i < 48; i++) {
+        const group = await hushGroup();
+        const state = (await group.senderStore.getSenderKey(alice, group.distributionId))?.currentState();
+        expect(state?.signingPrivateKey).toBeInstanceOf(SeededSigningKey);
+        const libStore = new LibsignalSenderKeyStore();
+        await Signal.processSenderKeyDistributionMessage(
+          libAlice,
+          Signal.SenderKeyDistributionMessage.deserialize(buf(group.skdm.serialize())),
+          libStore,
+        );
+        const message = await group.send(`chain ${i}`);
+        const last = message.length - 1;
+        const signBit = (message[last] as number) >> 7;
+        signBits[signBit] = (signBits[signBit] as number) + 1;
+        const flipped = message.slice();
+        flipped[last] = (flipped[last] as number) ^ 0x80;
+        await expect(Signal.groupDecrypt(libAlice, libStore, buf(flipped))).rejects.toThrow();
+        await expect(groupDecrypt(crypto, alice, group.receiverStore, flipped)).rejects.toThrow(InvalidSignatureError);
+        expect(new Uint8Array(await Signal.groupDecrypt(libAlice, libStore, buf(message)))).toEqual(utf8(`chain ${i}`));
+        expect(await group.receive(message)).toBe(`chain ${i}`);
+      }
+      // Each count is Binomial(48, ½): below 8 with probability about 1e-6.
+      expect(signBits[0]).toBeGreaterThanOrEqual(8);
+      expect(signBits[1]).toBeGreaterThanOrEqual(8);
+    });
+
+    it('keeps signing version 1 records’ chains, which have no seed, in a way libsignal verifies', async () => {
+      const distributionId = newDistributionId();
+      const signing = await KeyPair.generate(crypto);
+      const record = SenderKeyRecord.deserialize(
+        handWrittenRecord(1, signing.publicKey, [[5, signing.privateKey.serialize()]]),
+      );
+      expect(record.currentState()?.signingPrivateKey).toBeInstanceOf(PrivateKey);
+      const store = new InMemorySenderKeyStore();
+      await store.saveSenderKey(alice, distributionId, record);
+      const skdm = await createSenderKeyDistributionMessage(crypto, alice, distributionId, store);
+      const libStore = new LibsignalSenderKeyStore();
+      await Signal.processSenderKeyDistributionMessage(
+        libAlice,
+        Signal.SenderKeyDistributionMessage.deserialize(buf(skdm.serialize())),
+        libStore,
+      );
+      for (let i = 0; i < 3; i++) {
+        const message = await groupEncrypt(crypto, alice, distributionId, store, utf8(`old ${i}`));
+        expect(new Uint8Array(await Signal.groupDecrypt(libAlice, libStore, buf(message)))).toEqual(utf8(`old ${i}`));
+      }
+      // Rewritten as version 2, still with the unseeded key.
+      const rewritten = (await store.getSenderKey(alice, distributionId)) as SenderKeyRecord;
+      expect(rewritten.serialize()[1]).toBe(2);
+      expect(rewritten.currentState()?.signingPrivateKey).toBeInstanceOf(PrivateKey);
+
+      // A seeded key (field 7) did not exist in version 1.
+      const seeded = await SeededSigningKey.generate(crypto);
+      const seededV1 = handWrittenRecord(1, seeded.publicKey, [[7, seeded.privateKey.serialize()]]);
+      expect(() => SenderKeyRecord.deserialize(seededV1)).toThrow(InvalidMessageError);
+      const seededV2 = handWrittenRecord(2, seeded.publicKey, [[7, seeded.privateKey.serialize()]]);
+      expect(SenderKeyRecord.deserialize(seededV2).currentState()?.signingPrivateKey).toBeInstanceOf(SeededSigningKey);
     });
 
     it('allows a jump of exactly 25000 iterations and refuses 25001, as libsignal does', async () => {
@@ -676,9 +755,9 @@ describe.each(providers)('sender keys ($name)', (crypto: CryptoProvider) => {
       await group.receive(messages[3] as Uint8Array);
       const received = (await group.receivedRecord()) as Uint8Array;
       const sending = (await group.senderStore.getSenderKey(alice, group.distributionId))?.serialize() as Uint8Array;
-      expect(SenderKeyRecord.deserialize(sending).currentState()?.signingPrivateKey).toBeDefined();
+      expect(SenderKeyRecord.deserialize(sending).currentState()?.signingPrivateKey).toBeInstanceOf(SeededSigningKey);
       expect(SenderKeyRecord.deserialize(received).currentState()?.skippedSeeds.size).toBe(3);
-      expect(new SenderKeyRecord().serialize()).toEqual(new Uint8Array([0x08, 0x01]));
+      expect(new SenderKeyRecord().serialize()).toEqual(new Uint8Array([0x08, 0x02]));
 
       for (const record of [received, sending]) {
         expect(SenderKeyRecord.deserialize(record).serialize()).toEqual(record);
@@ -695,8 +774,15 @@ describe.each(providers)('sender keys ($name)', (crypto: CryptoProvider) => {
         }
       }
       const otherVersion = received.slice();
-      otherVersion[1] = 0x02;
+      otherVersion[1] = 0x03;
       expect(() => SenderKeyRecord.deserialize(otherVersion)).toThrow(InvalidMessageError);
+      // A sending state with both kinds of private key (fields 5 and 7) is corrupt.
+      const seeded = await SeededSigningKey.generate(crypto);
+      const bothKeys = handWrittenRecord(2, seeded.publicKey, [
+        [5, crypto.randomBytes(32)],
+        [7, seeded.privateKey.serialize()],
+      ]);
+      expect(() => SenderKeyRecord.deserialize(bothKeys)).toThrow(InvalidMessageError);
       const unknownField = new Uint8Array([...received, 0x18, 0x01]);
       expect(() => SenderKeyRecord.deserialize(unknownField)).toThrow(InvalidMessageError);
       const libRecord = new LibsignalSenderKeyStore();

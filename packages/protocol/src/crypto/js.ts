@@ -58,4 +58,12 @@ export const jsCrypto: CryptoProvider = {
       return false;
     }
   },
+
+  async ed25519PublicKey(seed) {
+    return ed25519.getPublicKey(seed);
+  },
+
+  async ed25519Sign(seed, message) {
+    return ed25519.sign(message, seed);
+  },
 };

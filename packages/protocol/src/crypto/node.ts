@@ -1,4 +1,5 @@
 import {
+  type KeyObject,
   createCipheriv,
   createDecipheriv,
   createHash,
@@ -8,6 +9,7 @@ import {
   diffieHellman,
   hkdfSync,
   randomBytes,
+  sign,
   verify,
 } from 'node:crypto';
 import { type CryptoProvider, LowOrderPointError, isAllZero } from './provider.ts';
@@ -20,12 +22,17 @@ function base64Url(raw: Uint8Array): string {
   return Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('base64url');
 }
 
-function x25519PrivateKeyObject(privateKey: Uint8Array) {
-  return createPrivateKey({ key: { kty: 'OKP', crv: 'X25519', d: base64Url(privateKey), x: '' }, format: 'jwk' });
+function privateKeyObject(curve: 'X25519' | 'Ed25519', privateKey: Uint8Array) {
+  return createPrivateKey({ key: { kty: 'OKP', crv: curve, d: base64Url(privateKey), x: '' }, format: 'jwk' });
 }
 
 function publicKeyObject(curve: 'X25519' | 'Ed25519', publicKey: Uint8Array) {
   return createPublicKey({ key: { kty: 'OKP', crv: curve, x: base64Url(publicKey) }, format: 'jwk' });
+}
+
+/** The public key of a private OKP KeyObject: it holds it already, so exporting costs no multiplication. */
+function publicHalf(privateKey: KeyObject): Uint8Array {
+  return bytes(Buffer.from(privateKey.export({ format: 'jwk' }).x as string, 'base64url'));
 }
 
 function bytes(buffer: Buffer | ArrayBuffer): Uint8Array {
@@ -43,13 +50,12 @@ export const nodeCrypto: CryptoProvider = {
   },
 
   async x25519PublicKey(privateKey) {
-    const jwk = createPublicKey(x25519PrivateKeyObject(privateKey)).export({ format: 'jwk' });
-    return bytes(Buffer.from(jwk.x as string, 'base64url'));
+    return publicHalf(privateKeyObject('X25519', privateKey));
   },
 
   async x25519(privateKey, publicKey) {
     const keys = {
-      privateKey: x25519PrivateKeyObject(privateKey),
+      privateKey: privateKeyObject('X25519', privateKey),
       publicKey: publicKeyObject('X25519', publicKey),
     };
     let shared: Buffer;
@@ -94,5 +100,13 @@ export const nodeCrypto: CryptoProvider = {
       // OpenSSL refuses to decode some non-canonical points: that is a failed verification.
       return false;
     }
+  },
+
+  async ed25519PublicKey(seed) {
+    return publicHalf(privateKeyObject('Ed25519', seed));
+  },
+
+  async ed25519Sign(seed, message) {
+    return bytes(sign(null, message, privateKeyObject('Ed25519', seed)));
   },
 };

@@ -28,9 +28,17 @@ export interface CryptoProvider {
 
   /**
    * Plain RFC 8032 Ed25519 verification of a 32-byte encoded Edwards point. XEdDSA verification
-   * converts the Montgomery key and the signature first (see xeddsa.ts), then calls this.
+   * converts the Montgomery key and the signature first (see `PublicKey.verifySignature` in
+   * curve.ts), then calls this.
    */
   ed25519Verify(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): Promise<boolean>;
+  /** The RFC 8032 Ed25519 public key (32-byte encoded point) of a 32-byte private key (seed). */
+  ed25519PublicKey(seed: Uint8Array): Promise<Uint8Array>;
+  /**
+   * A plain, deterministic RFC 8032 Ed25519 signature with a 32-byte seed. `SeededSigningKey`
+   * (curve.ts) turns it into libsignal's XEdDSA by storing the public key's sign bit in it.
+   */
+  ed25519Sign(seed: Uint8Array, message: Uint8Array): Promise<Uint8Array>;
 }
 
 /** Thrown by a provider's X25519 when the shared secret is all zeros. */

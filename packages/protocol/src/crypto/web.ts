@@ -1,10 +1,13 @@
 import { x25519 as nobleX25519 } from '@noble/curves/ed25519.js';
 import { type CryptoProvider, LowOrderPointError, isAllZero } from './provider.ts';
 
-// RFC 8410 PKCS#8 wrapper for a raw X25519 private key: WebCrypto imports private keys only as
-// PKCS#8 or JWK.
+// RFC 8410 PKCS#8 wrappers for raw X25519 and Ed25519 private keys (they differ only in the
+// algorithm OID's last byte): WebCrypto imports private keys only as PKCS#8 or JWK.
 const X25519_PKCS8_PREFIX = new Uint8Array([
   0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x6e, 0x04, 0x22, 0x04, 0x20,
+]);
+const ED25519_PKCS8_PREFIX = new Uint8Array([
+  0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
 ]);
 
 const subtle = (): SubtleCrypto => globalThis.crypto.subtle;
@@ -47,6 +50,12 @@ function hasWebCryptoX25519(): Promise<boolean> {
 function importX25519Private(privateKey: Uint8Array, extractable: boolean): Promise<CryptoKey> {
   return subtle().importKey('pkcs8', source(concat(X25519_PKCS8_PREFIX, privateKey)), { name: 'X25519' }, extractable, [
     'deriveBits',
+  ]);
+}
+
+function importEd25519Private(seed: Uint8Array, extractable: boolean): Promise<CryptoKey> {
+  return subtle().importKey('pkcs8', source(concat(ED25519_PKCS8_PREFIX, seed)), { name: 'Ed25519' }, extractable, [
+    'sign',
   ]);
 }
 
@@ -127,5 +136,15 @@ export const webCrypto: CryptoProvider = {
     } catch {
       return false;
     }
+  },
+
+  async ed25519PublicKey(seed) {
+    const jwk = await subtle().exportKey('jwk', await importEd25519Private(seed, true));
+    if (!jwk.x) throw new Error('WebCrypto did not export the Ed25519 public key');
+    return base64UrlDecode(jwk.x);
+  },
+
+  async ed25519Sign(seed, message) {
+    return new Uint8Array(await subtle().sign('Ed25519', await importEd25519Private(seed, false), source(message)));
   },
 };

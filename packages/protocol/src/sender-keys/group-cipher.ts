@@ -1,6 +1,6 @@
 import type { ProtocolAddress } from '../address.ts';
 import type { CryptoProvider } from '../crypto/provider.ts';
-import { KeyPair } from '../curve.ts';
+import { SeededSigningKey } from '../curve.ts';
 import {
   DuplicatedMessageError,
   InvalidMessageError,
@@ -44,7 +44,8 @@ export async function createSenderKeyDistributionMessage(
     const random = crypto.randomBytes(4);
     // 31 bits, because libsignal-protocol-java keeps chain ids in a signed int.
     const chainId = new DataView(random.buffer, random.byteOffset, 4).getUint32(0) >>> 1;
-    const signing = await KeyPair.generate(crypto);
+    // Seeded, so that every provider signs this chain's messages natively (see SeededSigningKey).
+    const signing = await SeededSigningKey.generate(crypto);
     record = new SenderKeyRecord();
     record.addState(
       new SenderKeyState(chainId, new SenderChainKey(0, crypto.randomBytes(32)), signing.publicKey, signing.privateKey),

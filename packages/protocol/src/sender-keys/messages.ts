@@ -1,6 +1,6 @@
 import { concatBytes, uuidFromBytes, uuidToBytes } from '../bytes.ts';
 import type { CryptoProvider } from '../crypto/provider.ts';
-import { type PrivateKey, PublicKey } from '../curve.ts';
+import { PublicKey, type SigningPrivateKey } from '../curve.ts';
 import {
   InvalidArgumentError,
   InvalidMessageError,
@@ -161,7 +161,7 @@ export class SenderKeyMessage {
     chainId: number,
     iteration: number,
     ciphertext: Uint8Array,
-    signingKey: PrivateKey,
+    signingKey: SigningPrivateKey,
   ): Promise<SenderKeyMessage> {
     checkUint32(chainId, 'chain id');
     checkUint32(iteration, 'iteration');

@@ -1,5 +1,5 @@
 import type { CryptoProvider } from '../crypto/provider.ts';
-import { PrivateKey, PublicKey } from '../curve.ts';
+import { PrivateKey, PublicKey, SeededSigningKey, type SigningPrivateKey } from '../curve.ts';
 import { InvalidMessageError, InvalidStateError, ProtocolError } from '../errors.ts';
 import { BinaryWriter, type ProtoField, readProto, requireField } from '../proto.ts';
 
@@ -52,7 +52,7 @@ export class SenderKeyState {
     readonly chainId: number,
     readonly chainKey: SenderChainKey,
     readonly signingKey: PublicKey,
-    readonly signingPrivateKey?: PrivateKey,
+    readonly signingPrivateKey?: SigningPrivateKey,
     readonly skippedSeeds: ReadonlyMap<number, Uint8Array> = new Map(),
   ) {}
 
@@ -62,19 +62,28 @@ export class SenderKeyState {
   }
 }
 
-/** A record's format version; a record written in any other version is refused rather than misread. */
-const RECORD_VERSION = 1;
+/**
+ * The format version written. Version 1 records (no field 7) are still read; a record written in
+ * any other version is refused rather than misread.
+ */
+const RECORD_VERSION = 2;
+/** The version before seeded signing keys (field 7): its sender states carry field 5 only. */
+const RECORD_VERSION_WITHOUT_SEEDS = 1;
 
 /**
  * Everything known about one sender's key for one distribution: up to five chains, newest first.
  *
  * Serialized (our own format, not libsignal's) as
- *   SenderKeyRecord { 1: version = 1, 2: repeated State (newest first) }
+ *   SenderKeyRecord { 1: version = 2, 2: repeated State (newest first) }
  *   State { 1: chain_id, 2: chain_key (32), 3: iteration, 4: signing_key (33),
- *           5: signing_private_key (32, sender only), 6: repeated Skipped (oldest first) }
+ *           5: signing_private_key (32, sender only, a key without a seed),
+ *           6: repeated Skipped (oldest first),
+ *           7: seeded_signing_key (64, sender only: Ed25519 seed ‖ its public key; version 2) }
  *   Skipped { 1: iteration, 2: seed (32) }
- * Deserialization rejects unknown fields: the record is rewritten after every message, so fields
- * we did not understand would be silently dropped; a format change must bump the version instead.
+ * A sender state has field 5 or field 7, never both. Version 1 is the same without field 7; its
+ * states keep signing through `PrivateKey`. Deserialization rejects unknown fields: the record is
+ * rewritten after every message, so fields we did not understand would be silently dropped; a
+ * format change must bump the version instead.
  */
 export class SenderKeyRecord {
   private states: SenderKeyState[];
@@ -128,7 +137,9 @@ export class SenderKeyRecord {
         .uint32(state.chainKey.iteration)
         .tag(4, 2)
         .bytes(state.signingKey.serialize());
-      if (state.signingPrivateKey) writer.tag(5, 2).bytes(state.signingPrivateKey.serialize());
+      const privateKey = state.signingPrivateKey;
+      if (privateKey instanceof SeededSigningKey) writer.tag(7, 2).bytes(privateKey.serialize());
+      else if (privateKey) writer.tag(5, 2).bytes(privateKey.serialize());
       for (const [iteration, seed] of state.skippedSeeds) {
         writer.tag(6, 2).fork().tag(1, 0).uint32(iteration).tag(2, 2).bytes(seed).join();
       }
@@ -147,7 +158,15 @@ export class SenderKeyRecord {
       else if (field.no === 2) states.push(readState(field.bytes()));
       else rejectUnknown(field, what);
     });
-    if (version !== RECORD_VERSION) throw new InvalidMessageError(`${what}: unsupported record version ${version}`);
+    if (version !== RECORD_VERSION && version !== RECORD_VERSION_WITHOUT_SEEDS) {
+      throw new InvalidMessageError(`${what}: unsupported record version ${version}`);
+    }
+    if (
+      version === RECORD_VERSION_WITHOUT_SEEDS &&
+      states.some((s) => s.signingPrivateKey instanceof SeededSigningKey)
+    ) {
+      throw new InvalidMessageError(`${what}: seeded signing key in a version 1 record`);
+    }
     if (states.length > MAX_SENDER_KEY_STATES) throw new InvalidMessageError(`${what}: too many states`);
     return new SenderKeyRecord(states);
   }
@@ -164,6 +183,7 @@ function readState(bytes: Uint8Array): SenderKeyState {
   let iteration: number | undefined;
   let signingKey: Uint8Array | undefined;
   let signingPrivateKey: Uint8Array | undefined;
+  let seededSigningKey: Uint8Array | undefined;
   const skipped = new Map<number, Uint8Array>();
   let lastSkipped = -1;
   readProto(bytes, what, (field) => {
@@ -172,6 +192,7 @@ function readState(bytes: Uint8Array): SenderKeyState {
     else if (field.no === 3) iteration = field.uint32();
     else if (field.no === 4) signingKey = field.bytes();
     else if (field.no === 5) signingPrivateKey = field.bytes();
+    else if (field.no === 7) seededSigningKey = field.bytes();
     else if (field.no === 6) {
       const [skippedIteration, seed] = readSkipped(field.bytes());
       if (skippedIteration <= lastSkipped) throw new InvalidMessageError(`${what}: skipped keys out of order`);
@@ -184,12 +205,15 @@ function readState(bytes: Uint8Array): SenderKeyState {
   if (chainKey.length !== 32) throw new InvalidMessageError(`${what}: chain key must be 32 bytes`);
   if (skipped.size > MAX_SKIPPED_MESSAGE_KEYS) throw new InvalidMessageError(`${what}: too many skipped keys`);
   if (lastSkipped >= iteration) throw new InvalidMessageError(`${what}: skipped key at or past the chain`);
+  if (signingPrivateKey && seededSigningKey) throw new InvalidMessageError(`${what}: two signing private keys`);
   try {
     return new SenderKeyState(
       requireField(chainId, what, 'chain_id'),
       new SenderChainKey(iteration, chainKey),
       PublicKey.deserialize(requireField(signingKey, what, 'signing_key')),
-      signingPrivateKey && PrivateKey.deserialize(signingPrivateKey),
+      seededSigningKey
+        ? SeededSigningKey.deserialize(seededSigningKey)
+        : signingPrivateKey && PrivateKey.deserialize(signingPrivateKey),
       skipped,
     );
   } catch (error) {
