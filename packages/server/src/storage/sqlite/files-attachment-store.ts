@@ -3,7 +3,7 @@ import { mkdirSync } from 'node:fs';
 import { type FileHandle, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { badRequest, PayloadTooLargeError } from '../../core/errors.ts';
+import { PayloadTooLargeError, badRequest } from '../../core/errors.ts';
 import type { AttachmentMeta, AttachmentStore, Clock } from '../../core/ports.ts';
 import type { SqliteStorage } from './sqlite-storage.ts';
 
@@ -34,7 +34,12 @@ export class FileAttachmentStore implements AttachmentStore {
     mkdirSync(this.tmpDir, { recursive: true });
   }
 
-  async put(id: string, body: ReadableStream<Uint8Array>, maxBytes: number, expiresAt: number): Promise<AttachmentMeta> {
+  async put(
+    id: string,
+    body: ReadableStream<Uint8Array>,
+    maxBytes: number,
+    expiresAt: number,
+  ): Promise<AttachmentMeta> {
     if (!ID.test(id)) throw badRequest('invalid_attachment_id', 'the attachment id is not valid');
     const tmp = join(this.tmpDir, `${id}.${randomBytes(6).toString('hex')}.part`);
     const reader = body.getReader();

@@ -250,6 +250,7 @@ function prepareStatements(db: Database.Database) {
     countQueue: s<{ n: number }>(
       'SELECT count(*) AS n FROM envelopes WHERE account_id = ? AND device_id = ? AND expires_at > ?',
     ),
+    countAllEnvelopes: s<{ n: number }>('SELECT count(*) AS n FROM envelopes WHERE expires_at > ?'),
     deleteExpiredEnvelopes: s('DELETE FROM envelopes WHERE expires_at <= ?'),
     deleteExpiredReceipts: s('DELETE FROM send_receipts WHERE expires_at <= ?'),
 
@@ -353,46 +354,45 @@ export class SqliteStorage implements Storage {
   // ---- accounts and devices ----
 
   private createAccountWrite(
-    
-      account: Account,
-      device: Device,
-      keys: Required<Pick<KeyUpload, 'signedPreKey' | 'pqLastResortPreKey'>> & KeyUpload,
-      sessionId: string,
-    ): { replacedAccountId?: string } {
-      const session = this.q.getSession.get(sessionId);
-      if (!session) throw new ApiError(404, 'verification_session_not_found', 'no such verification session');
-      if (session.consumed === 1) {
-        throw new ApiError(409, 'verification_session_consumed', 'the verification session was already used');
-      }
-      if (session.verified !== 1) {
-        throw new ApiError(403, 'verification_session_not_verified', 'the number has not been verified');
-      }
-      if (session.number !== account.number) {
-        throw badRequest('number_mismatch', 'the verification session is for another number');
-      }
-      if (device.accountId !== account.id) {
-        throw badRequest('device_account_mismatch', 'the device belongs to another account');
-      }
+    account: Account,
+    device: Device,
+    keys: Required<Pick<KeyUpload, 'signedPreKey' | 'pqLastResortPreKey'>> & KeyUpload,
+    sessionId: string,
+  ): { replacedAccountId?: string } {
+    const session = this.q.getSession.get(sessionId);
+    if (!session) throw new ApiError(404, 'verification_session_not_found', 'no such verification session');
+    if (session.consumed === 1) {
+      throw new ApiError(409, 'verification_session_consumed', 'the verification session was already used');
+    }
+    if (session.verified !== 1) {
+      throw new ApiError(403, 'verification_session_not_verified', 'the number has not been verified');
+    }
+    if (session.number !== account.number) {
+      throw badRequest('number_mismatch', 'the verification session is for another number');
+    }
+    if (device.accountId !== account.id) {
+      throw badRequest('device_account_mismatch', 'the device belongs to another account');
+    }
 
-      const existing = this.q.getAccountByNumber.get(account.number);
-      if (existing) {
-        this.q.deleteQueuesOfAccount.run(existing.id);
-        this.q.deleteReceiptsOfAccount.run(existing.id);
-        this.q.deleteAccount.run(existing.id); // cascades to devices and their keys
-      }
-      this.q.insertAccount.run(account.id, account.number, account.identityKey, account.name ?? null, account.createdAt);
-      this.q.insertDevice.run(
-        account.id,
-        device.deviceId,
-        device.registrationId,
-        device.passwordHash,
-        device.passwordSalt,
-        device.createdAt,
-        device.pushSubscription ?? null,
-      );
-      this.putKeys(account.id, device.deviceId, keys);
-      this.q.consumeSession.run(sessionId);
-      return existing ? { replacedAccountId: existing.id } : {};
+    const existing = this.q.getAccountByNumber.get(account.number);
+    if (existing) {
+      this.q.deleteQueuesOfAccount.run(existing.id);
+      this.q.deleteReceiptsOfAccount.run(existing.id);
+      this.q.deleteAccount.run(existing.id); // cascades to devices and their keys
+    }
+    this.q.insertAccount.run(account.id, account.number, account.identityKey, account.name ?? null, account.createdAt);
+    this.q.insertDevice.run(
+      account.id,
+      device.deviceId,
+      device.registrationId,
+      device.passwordHash,
+      device.passwordSalt,
+      device.createdAt,
+      device.pushSubscription ?? null,
+    );
+    this.putKeys(account.id, device.deviceId, keys);
+    this.q.consumeSession.run(sessionId);
+    return existing ? { replacedAccountId: existing.id } : {};
   }
 
   async createAccount(
@@ -548,6 +548,11 @@ export class SqliteStorage implements Storage {
   /** Also drops rate-limit windows that have ended (they would start over on the next hit anyway). */
   async deleteExpired(now: number): Promise<number> {
     return this.tx.deleteExpired(now);
+  }
+
+  /** Unexpired envelopes in all queues (the queue-depth gauge of /metrics). */
+  async countAllEnvelopes(now: number): Promise<number> {
+    return (this.q.countAllEnvelopes.get(now) as { n: number }).n;
   }
 
   // ---- attachment metadata (for FileAttachmentStore) ----
