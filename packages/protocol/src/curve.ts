@@ -71,15 +71,37 @@ export class PublicKey {
     const s = signature.slice(32, 64);
     s[31] = (s[31] as number) & 0x7f;
     if (((s[31] as number) & 0xe0) !== 0) return false;
-    const u = mod(bytesToNumberLE(this.publicKeyBytes) & ((1n << 255n) - 1n), P);
-    const y = montgomeryToEdwardsY(u);
+    const y = edwardsYOf(this.publicKeyBytes);
     if (y === undefined) return false;
-    const edwardsKey = numberToBytesLE(y, 32);
+    const edwardsKey = y.slice();
     edwardsKey[31] = (edwardsKey[31] as number) | signBit;
     // [s]B depends only on s mod L; reducing lets a strict RFC 8032 verifier accept what libsignal does.
     const reducedS = numberToBytesLE(mod(bytesToNumberLE(s), L), 32);
     return crypto.ed25519Verify(edwardsKey, message, concatBytes(signature.subarray(0, 32), reducedS));
   }
+}
+
+/**
+ * Encoded Edwards y-coordinates (sign bit clear) of recently verified keys, by their u-coordinate.
+ * The conversion costs a field inversion, about a quarter of verifying a sender-key message, and
+ * the same keys verify again and again (a sender-key chain's signing key signs all its messages;
+ * an identity key signs both prekeys of a bundle) while the PublicKey objects are new each time,
+ * because records are parsed on every use. Public data only; the oldest entry goes first.
+ */
+const EDWARDS_Y_CACHE_SIZE = 512;
+const edwardsYCache = new Map<string, Uint8Array>();
+
+/** The Edwards y (encoded, sign bit clear) for a Montgomery u, libsignal-style: u's top bit ignored. */
+function edwardsYOf(u: Uint8Array): Uint8Array | undefined {
+  const cacheKey = String.fromCharCode(...u);
+  const cached = edwardsYCache.get(cacheKey);
+  if (cached) return cached;
+  const y = montgomeryToEdwardsY(mod(bytesToNumberLE(u) & ((1n << 255n) - 1n), P));
+  if (y === undefined) return undefined;
+  const encoded = numberToBytesLE(y, 32);
+  if (edwardsYCache.size >= EDWARDS_Y_CACHE_SIZE) edwardsYCache.delete(edwardsYCache.keys().next().value as string);
+  edwardsYCache.set(cacheKey, encoded);
+  return encoded;
 }
 
 /** y = (u − 1) / (u + 1), the birational map from Curve25519 to edwards25519. */
