@@ -76,9 +76,10 @@ export class SenderKeyDistributionMessage {
     if (chainKey.length !== CHAIN_KEY_LENGTH) throw new InvalidArgumentError('sender chain key must be 32 bytes');
     checkUint32(chainId, 'chain id');
     checkUint32(iteration, 'iteration');
+    const idBytes = distributionIdBytes(distributionId);
     const proto = new BinaryWriter()
       .tag(1, 2)
-      .bytes(distributionIdBytes(distributionId))
+      .bytes(idBytes)
       .tag(2, 0)
       .uint32(chainId)
       .tag(3, 0)
@@ -90,7 +91,7 @@ export class SenderKeyDistributionMessage {
       .finish();
     const serialized = concatBytes(new Uint8Array([VERSION_BYTE]), proto);
     return new SenderKeyDistributionMessage(
-      canonicalDistributionId(distributionId),
+      uuidFromBytes(idBytes),
       chainId,
       iteration,
       chainKey.slice(),
@@ -165,9 +166,10 @@ export class SenderKeyMessage {
   ): Promise<SenderKeyMessage> {
     checkUint32(chainId, 'chain id');
     checkUint32(iteration, 'iteration');
+    const idBytes = distributionIdBytes(distributionId);
     const proto = new BinaryWriter()
       .tag(1, 2)
-      .bytes(distributionIdBytes(distributionId))
+      .bytes(idBytes)
       .tag(2, 0)
       .uint32(chainId)
       .tag(3, 0)
@@ -178,7 +180,7 @@ export class SenderKeyMessage {
     const signed = concatBytes(new Uint8Array([VERSION_BYTE]), proto);
     const signature = await signingKey.sign(crypto, signed);
     return new SenderKeyMessage(
-      canonicalDistributionId(distributionId),
+      uuidFromBytes(idBytes),
       chainId,
       iteration,
       ciphertext.slice(),
