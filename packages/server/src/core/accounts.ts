@@ -27,14 +27,19 @@ export class AccountService {
   async register(r: Registration) {
     const session = await this.deps.store.getVerificationSession(r.verificationSessionId);
     if (!session) throw notFound('verification_session_not_found', 'no such verification session');
-    if (!session.verified) throw new ApiError(403, 'number_not_verified', 'the verification session has no correct code yet');
-    if (session.consumed) throw new ApiError(409, 'verification_session_used', 'this verification session was already used');
+    if (!session.verified)
+      throw new ApiError(403, 'number_not_verified', 'the verification session has no correct code yet');
+    if (session.consumed)
+      throw new ApiError(409, 'verification_session_used', 'this verification session was already used');
     const now = this.deps.clock.now();
     if (now > session.createdAt + VERIFIED_SESSION_TTL_MS) {
       throw new ApiError(410, 'verification_session_expired', 'the verification session has expired');
     }
     if (r.password.length < MIN_PASSWORD_LENGTH || r.password.length > MAX_PASSWORD_LENGTH) {
-      throw badRequest('weak_password', `the device password must be ${MIN_PASSWORD_LENGTH} to ${MAX_PASSWORD_LENGTH} random characters`);
+      throw badRequest(
+        'weak_password',
+        `the device password must be ${MIN_PASSWORD_LENGTH} to ${MAX_PASSWORD_LENGTH} random characters`,
+      );
     }
     if (!Number.isInteger(r.registrationId) || r.registrationId < 1 || r.registrationId > 0x3fff) {
       throw badRequest('invalid_registration_id', 'the registration id is a 14-bit number from 1 to 16383');
@@ -61,7 +66,13 @@ export class AccountService {
       createdAt: now,
     };
     const { replacedAccountId } = await this.deps.store.createAccount(
-      { id: accountId, number: session.number, identityKey: r.identityKey, createdAt: now, ...(r.name ? { name: r.name } : {}) },
+      {
+        id: accountId,
+        number: session.number,
+        identityKey: r.identityKey,
+        createdAt: now,
+        ...(r.name ? { name: r.name } : {}),
+      },
       device,
       keys,
       session.id,

@@ -7,7 +7,10 @@ import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypt
  * are stored as an HMAC under a server secret that never enters the database.
  */
 
-export function hashPassword(password: string, salt: Uint8Array = randomBytes(16)): { hash: Uint8Array; salt: Uint8Array } {
+export function hashPassword(
+  password: string,
+  salt: Uint8Array = randomBytes(16),
+): { hash: Uint8Array; salt: Uint8Array } {
   const hash = createHash('sha256').update(salt).update(password, 'utf8').digest();
   return { hash, salt };
 }

@@ -13,7 +13,8 @@ import type { AccountStore, Device, ECPreKey, KeyStore, KeyUpload, KyberPreKey, 
 const MAX_KEY_ID = 0xffffff;
 
 function checkKeyId(keyId: number, what: string): void {
-  if (!Number.isInteger(keyId) || keyId < 0 || keyId > MAX_KEY_ID) throw badRequest('invalid_key_id', `${what}: key id out of range`);
+  if (!Number.isInteger(keyId) || keyId < 0 || keyId > MAX_KEY_ID)
+    throw badRequest('invalid_key_id', `${what}: key id out of range`);
 }
 
 function checkECKey(key: ECPreKey, what: string): void {
@@ -42,7 +43,8 @@ function checkKyberKey(key: KyberPreKey, what: string): void {
 }
 
 function checkUniqueIds(keys: { keyId: number }[], what: string): void {
-  if (new Set(keys.map((k) => k.keyId)).size !== keys.length) throw badRequest('duplicate_key_id', `${what}: key ids repeat`);
+  if (new Set(keys.map((k) => k.keyId)).size !== keys.length)
+    throw badRequest('duplicate_key_id', `${what}: key ids repeat`);
 }
 
 /** Validates an upload completely (formats, counts, signatures) before anything is stored. */

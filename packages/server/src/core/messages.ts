@@ -83,13 +83,27 @@ export class MessageService {
   private static raiseMismatches(mismatches: DeviceMismatch[], single: boolean): void {
     const structural = mismatches.filter((m) => m.missingDevices.length + m.extraDevices.length > 0);
     if (structural.length > 0) {
-      const body = structural.map(({ accountId, missingDevices, extraDevices }) => ({ accountId, missingDevices, extraDevices }));
-      throw new ApiError(409, 'mismatched_devices', 'the device list is out of date', single ? omitAccount(body[0]) : { accounts: body });
+      const body = structural.map(({ accountId, missingDevices, extraDevices }) => ({
+        accountId,
+        missingDevices,
+        extraDevices,
+      }));
+      throw new ApiError(
+        409,
+        'mismatched_devices',
+        'the device list is out of date',
+        single ? omitAccount(body[0]) : { accounts: body },
+      );
     }
     const stale = mismatches.filter((m) => m.staleDevices.length > 0);
     if (stale.length > 0) {
       const body = stale.map(({ accountId, staleDevices }) => ({ accountId, staleDevices }));
-      throw new ApiError(410, 'stale_devices', 'some devices were re-registered', single ? omitAccount(body[0]) : { accounts: body });
+      throw new ApiError(
+        410,
+        'stale_devices',
+        'some devices were re-registered',
+        single ? omitAccount(body[0]) : { accounts: body },
+      );
     }
   }
 
@@ -98,7 +112,14 @@ export class MessageService {
     if (content.length > MAX_MESSAGE_BYTES) throw new PayloadTooLargeError(MAX_MESSAGE_BYTES);
   }
 
-  private envelope(sender: Device, accountId: string, deviceId: number, type: number, content: Uint8Array, timestamp: number): Envelope {
+  private envelope(
+    sender: Device,
+    accountId: string,
+    deviceId: number,
+    type: number,
+    content: Uint8Array,
+    timestamp: number,
+  ): Envelope {
     const now = this.deps.clock.now();
     return {
       guid: randomUUID(),
@@ -117,12 +138,19 @@ export class MessageService {
   /** Stores every envelope in one transaction, then tells each device (socket, else a wake-up push). */
   private async store(sender: Device, envelopes: Envelope[], id: string | undefined): Promise<{ duplicate: boolean }> {
     const receipt = id
-      ? { sourceAccountId: sender.accountId, sourceDeviceId: sender.deviceId, messageId: id, expiresAt: this.deps.clock.now() + ENVELOPE_TTL_MS }
+      ? {
+          sourceAccountId: sender.accountId,
+          sourceDeviceId: sender.deviceId,
+          messageId: id,
+          expiresAt: this.deps.clock.now() + ENVELOPE_TTL_MS,
+        }
       : undefined;
     const stored = await this.deps.store.insertEnvelopes(envelopes, receipt);
     if (!stored) return { duplicate: true };
     this.deps.metrics?.envelopesStored(envelopes.length);
-    await Promise.all(envelopes.map((e) => this.wake(e.destinationAccountId, e.destinationDeviceId)));
+    // The envelopes are durable now; telling the devices is best effort and must not hold up the
+    // sender's answer (a slow push service would). Push senders log their own failures.
+    for (const e of envelopes) this.wake(e.destinationAccountId, e.destinationDeviceId).catch(() => {});
     return { duplicate: false };
   }
 
@@ -132,12 +160,18 @@ export class MessageService {
     if (device) await this.deps.push.wake(device);
   }
 
-  async send(sender: Device, accountId: string, request: { messages: OutgoingMessage[]; timestamp: number; id?: string }) {
+  async send(
+    sender: Device,
+    accountId: string,
+    request: { messages: OutgoingMessage[]; timestamp: number; id?: string },
+  ) {
     request.messages.forEach((m) => this.checkContent(m.content));
     const { mismatch } = await this.checkDevices(sender, accountId, request.messages);
     if (mismatch) MessageService.raiseMismatches([mismatch], true);
     if (request.messages.length === 0) throw badRequest('no_recipients', 'the account has no other device to send to');
-    const envelopes = request.messages.map((m) => this.envelope(sender, accountId, m.deviceId, m.type, m.content, request.timestamp));
+    const envelopes = request.messages.map((m) =>
+      this.envelope(sender, accountId, m.deviceId, m.type, m.content, request.timestamp),
+    );
     return this.store(sender, envelopes, request.id);
   }
 
@@ -154,16 +188,28 @@ export class MessageService {
     }
     MessageService.raiseMismatches(mismatches, false);
     const envelopes = request.recipients.flatMap((r) =>
-      r.devices.map((d) => this.envelope(sender, r.accountId, d.deviceId, request.type, request.content, request.timestamp)),
+      r.devices.map((d) =>
+        this.envelope(sender, r.accountId, d.deviceId, request.type, request.content, request.timestamp),
+      ),
     );
     if (envelopes.length === 0) throw badRequest('no_recipients', 'no recipient devices');
     return this.store(sender, envelopes, request.id);
   }
 
   /** The device's queue, oldest first. */
-  async fetch(device: Device, limit = MAX_FETCH_BATCH, afterCursor?: string): Promise<{ messages: QueuedEnvelope[]; more: boolean }> {
+  async fetch(
+    device: Device,
+    limit = MAX_FETCH_BATCH,
+    afterCursor?: string,
+  ): Promise<{ messages: QueuedEnvelope[]; more: boolean }> {
     const batch = Math.min(Math.max(1, limit), MAX_FETCH_BATCH);
-    const page = await this.deps.store.fetchQueue(device.accountId, device.deviceId, batch + 1, this.deps.clock.now(), afterCursor);
+    const page = await this.deps.store.fetchQueue(
+      device.accountId,
+      device.deviceId,
+      batch + 1,
+      this.deps.clock.now(),
+      afterCursor,
+    );
     return { messages: page.slice(0, batch), more: page.length > batch };
   }
 

@@ -10,9 +10,7 @@ const TOKEN_TTL_MS = 60_000;
  * rate-limit counter on its nonce. The device password never appears in a URL.
  */
 export class SocketTokens {
-  constructor(
-    private readonly deps: { secret: Uint8Array; clock: Clock; store: RateLimitStore & AccountStore },
-  ) {}
+  constructor(private readonly deps: { secret: Uint8Array; clock: Clock; store: RateLimitStore & AccountStore }) {}
 
   private mac(payload: string): string {
     return createHmac('sha256', this.deps.secret).update('hush-socket-token\0').update(payload).digest('base64url');

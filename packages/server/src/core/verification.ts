@@ -48,7 +48,12 @@ export class VerificationService {
   async startSession(rawNumber: string, clientAddress: string) {
     const number = toE164(rawNumber);
     const { limits } = this.deps;
-    await this.limit(`verify:client:${clientAddress}`, HOUR, limits.perClientPerHour, 'verification requests from this address');
+    await this.limit(
+      `verify:client:${clientAddress}`,
+      HOUR,
+      limits.perClientPerHour,
+      'verification requests from this address',
+    );
     await this.limit(`verify:number:${number}`, HOUR, limits.perNumberPerHour, 'verification requests for this number');
     await this.limit(`verify:cooldown:${number}`, limits.resendCooldownMs, 1, 'codes for this number in a short time');
 
@@ -79,11 +84,19 @@ export class VerificationService {
     // The counter is atomic, so parallel guesses cannot exceed the limit.
     const { count } = await this.deps.store.hit(`verify:attempt:${session.id}`, VERIFICATION_CODE_TTL_MS, now);
     if (count > MAX_WRONG_CODES) {
-      throw new RateLimitedError('wrong codes for this session', Math.max(1, Math.ceil((session.expiresAt - now) / 1000)));
+      throw new RateLimitedError(
+        'wrong codes for this session',
+        Math.max(1, Math.ceil((session.expiresAt - now) / 1000)),
+      );
     }
-    if (!/^\d{6}$/.test(code) || !sameHash(hashVerificationCode(this.deps.codeSecret, session.id, code), session.codeHash)) {
+    if (
+      !/^\d{6}$/.test(code) ||
+      !sameHash(hashVerificationCode(this.deps.codeSecret, session.id, code), session.codeHash)
+    ) {
       await this.deps.store.updateVerificationSession({ ...session, failedAttempts: session.failedAttempts + 1 });
-      throw new ApiError(400, 'invalid_code', 'the code is wrong', { attemptsLeft: Math.max(0, MAX_WRONG_CODES - count) });
+      throw new ApiError(400, 'invalid_code', 'the code is wrong', {
+        attemptsLeft: Math.max(0, MAX_WRONG_CODES - count),
+      });
     }
     await this.deps.store.updateVerificationSession({ ...session, verified: true });
     return { id: session.id, number: session.number, verified: true };

@@ -4,10 +4,12 @@ import type { Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
 import type { Logger } from 'pino';
-import type { Core } from '../core/index.ts';
 import { ApiError, PayloadTooLargeError, badRequest, notFound, unauthorized } from '../core/errors.ts';
+import type { Core } from '../core/index.ts';
 import type { AttachmentStore, Device, QueuedEnvelope } from '../core/ports.ts';
 import type { SocketTokens } from '../core/socket-tokens.ts';
+import { parsePushSubscription } from '../push/web-push-sender.ts';
+import { SmsDeliveryError } from '../sms/sns-sms-sender.ts';
 import { docsPage } from './docs.ts';
 import * as S from './schemas.ts';
 
@@ -82,7 +84,9 @@ const errors = {
   429: json(S.ErrorBody, 'Rate limited (see Retry-After)'),
 };
 const basicAuth = [{ basicAuth: [] }];
-const body = <T extends z.ZodType>(schema: T) => ({ body: { content: { 'application/json': { schema } }, required: true } });
+const body = <T extends z.ZodType>(schema: T) => ({
+  body: { content: { 'application/json': { schema } }, required: true },
+});
 
 export function createApp(deps: AppDeps) {
   const { core, logger } = deps;
@@ -98,11 +102,22 @@ export function createApp(deps: AppDeps) {
 
   app.onError((error, c) => {
     if (error instanceof ApiError) return errorResponse(c, error);
+    if (error instanceof SmsDeliveryError) {
+      // Not the client's fault: SMS delivery failed upstream. Try again later.
+      c.header('Retry-After', '30');
+      return c.json(
+        { error: { code: 'sms_unavailable', message: 'the code could not be sent; try again later' } },
+        503,
+      );
+    }
     if (error instanceof HTTPException && error.status < 500) {
       const code = error.status === 413 ? 'payload_too_large' : 'invalid_request';
       return c.json({ error: { code, message: error.message || 'bad request' } }, error.status);
     }
-    logger.error({ err: { type: (error as Error).name, message: (error as Error).message, stack: (error as Error).stack } }, 'request failed');
+    logger.error(
+      { err: { type: (error as Error).name, message: (error as Error).message, stack: (error as Error).stack } },
+      'request failed',
+    );
     return c.json({ error: { code: 'internal_error', message: 'internal error' } }, 500);
   });
   app.notFound((c) => c.json({ error: { code: 'not_found', message: 'no such route' } }, 404));
@@ -114,11 +129,17 @@ export function createApp(deps: AppDeps) {
     const seconds = (performance.now() - started) / 1000;
     const route = c.req.routePath || 'unmatched';
     deps.metrics?.request(c.req.method, route, c.res.status, seconds);
-    if (!c.env?.device) logger.info({ method: c.req.method, route, status: c.res.status, ms: Math.round(seconds * 1000) }, 'http');
+    if (!c.env?.device)
+      logger.info({ method: c.req.method, route, status: c.res.status, ms: Math.round(seconds * 1000) }, 'http');
   });
   app.use('/v1/*', async (c, next) => {
     if (c.req.path === '/v1/attachments' && c.req.method === 'POST') return next();
-    return bodyLimit({ maxSize: MAX_JSON_BODY, onError: () => { throw new PayloadTooLargeError(MAX_JSON_BODY); } })(c, next);
+    return bodyLimit({
+      maxSize: MAX_JSON_BODY,
+      onError: () => {
+        throw new PayloadTooLargeError(MAX_JSON_BODY);
+      },
+    })(c, next);
   });
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'basicAuth', {
@@ -135,10 +156,23 @@ export function createApp(deps: AppDeps) {
     }
     const credentials = parseBasic(c.req.header('authorization'));
     if (!credentials) throw unauthorized();
-    c.set('device', await core.accounts.authenticate(credentials.accountId, credentials.deviceId, credentials.password));
+    c.set(
+      'device',
+      await core.accounts.authenticate(credentials.accountId, credentials.deviceId, credentials.password),
+    );
     return next();
   };
-  for (const path of ['/v1/keys', '/v1/keys/*', '/v1/messages', '/v1/messages/*', '/v1/websocket/token', '/v1/attachments', '/v1/attachments/*', '/v1/devices', '/v1/devices/*']) {
+  for (const path of [
+    '/v1/keys',
+    '/v1/keys/*',
+    '/v1/messages',
+    '/v1/messages/*',
+    '/v1/websocket/token',
+    '/v1/attachments',
+    '/v1/attachments/*',
+    '/v1/devices',
+    '/v1/devices/*',
+  ]) {
     app.use(path, authenticate);
   }
 
@@ -187,7 +221,11 @@ export function createApp(deps: AppDeps) {
         password: r.password,
         identityKey: bytes(r.identityKey),
         registrationId: r.registrationId,
-        signedPreKey: { ...r.signedPreKey, publicKey: bytes(r.signedPreKey.publicKey), signature: bytes(r.signedPreKey.signature) },
+        signedPreKey: {
+          ...r.signedPreKey,
+          publicKey: bytes(r.signedPreKey.publicKey),
+          signature: bytes(r.signedPreKey.signature),
+        },
         pqLastResortPreKey: {
           ...r.pqLastResortPreKey,
           publicKey: bytes(r.pqLastResortPreKey.publicKey),
@@ -195,7 +233,13 @@ export function createApp(deps: AppDeps) {
         },
         ...(r.preKeys ? { preKeys: r.preKeys.map((k) => ({ keyId: k.keyId, publicKey: bytes(k.publicKey) })) } : {}),
         ...(r.pqPreKeys
-          ? { pqPreKeys: r.pqPreKeys.map((k) => ({ keyId: k.keyId, publicKey: bytes(k.publicKey), signature: bytes(k.signature) })) }
+          ? {
+              pqPreKeys: r.pqPreKeys.map((k) => ({
+                keyId: k.keyId,
+                publicKey: bytes(k.publicKey),
+                signature: bytes(k.signature),
+              })),
+            }
           : {}),
         ...(r.name ? { name: r.name } : {}),
       });
@@ -218,10 +262,22 @@ export function createApp(deps: AppDeps) {
       await core.keys.upload(c.get('device'), {
         ...(u.preKeys ? { preKeys: u.preKeys.map((k) => ({ keyId: k.keyId, publicKey: bytes(k.publicKey) })) } : {}),
         ...(u.pqPreKeys
-          ? { pqPreKeys: u.pqPreKeys.map((k) => ({ keyId: k.keyId, publicKey: bytes(k.publicKey), signature: bytes(k.signature) })) }
+          ? {
+              pqPreKeys: u.pqPreKeys.map((k) => ({
+                keyId: k.keyId,
+                publicKey: bytes(k.publicKey),
+                signature: bytes(k.signature),
+              })),
+            }
           : {}),
         ...(u.signedPreKey
-          ? { signedPreKey: { keyId: u.signedPreKey.keyId, publicKey: bytes(u.signedPreKey.publicKey), signature: bytes(u.signedPreKey.signature) } }
+          ? {
+              signedPreKey: {
+                keyId: u.signedPreKey.keyId,
+                publicKey: bytes(u.signedPreKey.publicKey),
+                signature: bytes(u.signedPreKey.signature),
+              },
+            }
           : {}),
         ...(u.pqLastResortPreKey
           ? {
@@ -253,9 +309,16 @@ export function createApp(deps: AppDeps) {
       summary: 'Prekey bundles for one device, or for every device with "*"; each one-time key is handed out once',
       security: basicAuth,
       request: {
-        params: z.object({ accountId: z.uuid(), deviceId: z.union([z.literal('*'), z.coerce.number().int().min(1).max(127)]) }),
+        params: z.object({
+          accountId: z.uuid(),
+          deviceId: z.union([z.literal('*'), z.coerce.number().int().min(1).max(127)]),
+        }),
       },
-      responses: { 200: json(S.BundleResponse, 'Bundles'), ...errors, 404: json(S.ErrorBody, 'No such account or device') },
+      responses: {
+        200: json(S.BundleResponse, 'Bundles'),
+        ...errors,
+        404: json(S.ErrorBody, 'No such account or device'),
+      },
     }),
     async (c) => {
       const { accountId, deviceId } = c.req.valid('param');
@@ -266,9 +329,17 @@ export function createApp(deps: AppDeps) {
           devices: result.devices.map((d) => ({
             deviceId: d.deviceId,
             registrationId: d.registrationId,
-            signedPreKey: { keyId: d.signedPreKey.keyId, publicKey: b64(d.signedPreKey.publicKey), signature: b64(d.signedPreKey.signature) },
+            signedPreKey: {
+              keyId: d.signedPreKey.keyId,
+              publicKey: b64(d.signedPreKey.publicKey),
+              signature: b64(d.signedPreKey.signature),
+            },
             ...(d.preKey ? { preKey: { keyId: d.preKey.keyId, publicKey: b64(d.preKey.publicKey) } } : {}),
-            pqPreKey: { keyId: d.pqPreKey.keyId, publicKey: b64(d.pqPreKey.publicKey), signature: b64(d.pqPreKey.signature) },
+            pqPreKey: {
+              keyId: d.pqPreKey.keyId,
+              publicKey: b64(d.pqPreKey.publicKey),
+              signature: b64(d.pqPreKey.signature),
+            },
           })),
         },
         200,
@@ -378,7 +449,9 @@ export function createApp(deps: AppDeps) {
       path: '/v1/attachments',
       summary: 'Upload an encrypted blob (raw body, application/octet-stream, at most 100 MiB)',
       security: basicAuth,
-      request: { body: { content: { 'application/octet-stream': { schema: z.string().openapi({ format: 'binary' }) } } } },
+      request: {
+        body: { content: { 'application/octet-stream': { schema: z.string().openapi({ format: 'binary' }) } } },
+      },
       responses: { 200: json(S.AttachmentResponse, 'Stored'), ...errors, 413: json(S.ErrorBody, 'Too large') },
     }),
     async (c) => {
@@ -386,7 +459,12 @@ export function createApp(deps: AppDeps) {
       if (declared > MAX_ATTACHMENT_BYTES) throw new PayloadTooLargeError(MAX_ATTACHMENT_BYTES);
       const stream = c.req.raw.body;
       if (!stream) throw badRequest('empty_attachment', 'the body is empty');
-      const meta = await deps.attachments.put(randomUUID(), stream, MAX_ATTACHMENT_BYTES, core.clock.now() + ATTACHMENT_TTL_MS);
+      const meta = await deps.attachments.put(
+        randomUUID(),
+        stream,
+        MAX_ATTACHMENT_BYTES,
+        core.clock.now() + ATTACHMENT_TTL_MS,
+      );
       if (meta.size === 0) throw badRequest('empty_attachment', 'the body is empty');
       return c.json({ id: meta.id, size: meta.size, expiresAt: meta.expiresAt }, 200);
     },
@@ -399,7 +477,10 @@ export function createApp(deps: AppDeps) {
       security: basicAuth,
       request: { params: z.object({ id: z.uuid() }) },
       responses: {
-        200: { content: { 'application/octet-stream': { schema: z.string().openapi({ format: 'binary' }) } }, description: 'The blob' },
+        200: {
+          content: { 'application/octet-stream': { schema: z.string().openapi({ format: 'binary' }) } },
+          description: 'The blob',
+        },
         ...errors,
         404: json(S.ErrorBody, 'No such attachment'),
       },
@@ -407,7 +488,10 @@ export function createApp(deps: AppDeps) {
     async (c) => {
       const found = await deps.attachments.get(c.req.valid('param').id, core.clock.now());
       if (!found) throw notFound('attachment_not_found', 'no such attachment');
-      return c.body(found.body, 200, { 'content-type': 'application/octet-stream', 'content-length': String(found.meta.size) });
+      return c.body(found.body, 200, {
+        'content-type': 'application/octet-stream',
+        'content-length': String(found.meta.size),
+      });
     },
   );
 
@@ -433,7 +517,14 @@ export function createApp(deps: AppDeps) {
     }),
     async (c) => {
       const { webPush } = c.req.valid('json');
-      await core.accounts.setPushSubscription(c.get('device'), webPush ? JSON.stringify(webPush) : null);
+      const subscription = webPush ? JSON.stringify(webPush) : null;
+      if (subscription && !parsePushSubscription(subscription)) {
+        throw badRequest(
+          'invalid_subscription',
+          'a Web Push subscription needs an https endpoint, a P-256 p256dh key and a 16-byte auth secret',
+        );
+      }
+      await core.accounts.setPushSubscription(c.get('device'), subscription);
       return c.body(null, 204);
     },
   );
@@ -444,7 +535,8 @@ export function createApp(deps: AppDeps) {
     info: {
       title: 'Hush server API',
       version: '1',
-      description: 'Verification, accounts, prekey directory and store-and-forward delivery of end-to-end encrypted messages.',
+      description:
+        'Verification, accounts, prekey directory and store-and-forward delivery of end-to-end encrypted messages.',
     },
   });
   app.get('/docs', (c) => c.html(docsPage()));

@@ -73,7 +73,14 @@ export const BundleResponse = z
 export const SendRequest = z
   .object({
     messages: z
-      .array(z.object({ deviceId: DeviceId, registrationId: RegistrationId, type: z.number().int().min(0).max(255), content: Base64 }))
+      .array(
+        z.object({
+          deviceId: DeviceId,
+          registrationId: RegistrationId,
+          type: z.number().int().min(0).max(255),
+          content: Base64,
+        }),
+      )
       .max(6 * 2),
     timestamp: Timestamp,
     /** Client-chosen message id: a retried send with the same id is stored once. */
@@ -85,7 +92,12 @@ export const MultiSendRequest = z
     type: z.number().int().min(0).max(255),
     content: Base64,
     recipients: z
-      .array(z.object({ accountId: Uuid, devices: z.array(z.object({ deviceId: DeviceId, registrationId: RegistrationId })).max(6) }))
+      .array(
+        z.object({
+          accountId: Uuid,
+          devices: z.array(z.object({ deviceId: DeviceId, registrationId: RegistrationId })).max(6),
+        }),
+      )
       .min(1)
       .max(1000),
     timestamp: Timestamp,

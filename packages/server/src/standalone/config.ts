@@ -1,0 +1,83 @@
+import { resolve } from 'node:path';
+import { z } from 'zod';
+
+/*
+ * Configuration from environment variables, validated once at start. A bad value stops the start
+ * with a message that names the variable.
+ */
+const port = z.coerce.number().int().min(0).max(65535);
+const positive = z.coerce.number().int().min(1);
+
+const schema = z
+  .object({
+    HUSH_HOST: z.string().min(1).default('127.0.0.1'),
+    HUSH_PORT: port.default(8080),
+    HUSH_DATA_DIR: z.string().min(1).default('./data'),
+    HUSH_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    HUSH_SMS: z.enum(['dev', 'sns']).default('dev'),
+    HUSH_SNS_REGION: z.string().min(1).default('us-east-1'),
+    HUSH_PUSH: z.enum(['dev', 'webpush']).default('dev'),
+    HUSH_VAPID_SUBJECT: z.string().optional(),
+    HUSH_VAPID_PUBLIC_KEY: z.string().optional(),
+    HUSH_VAPID_PRIVATE_KEY: z.string().optional(),
+    HUSH_VERIFY_RESEND_COOLDOWN_SECONDS: z.coerce.number().int().min(0).default(30),
+    HUSH_VERIFY_PER_NUMBER_PER_HOUR: positive.default(10),
+    HUSH_VERIFY_PER_CLIENT_PER_HOUR: positive.default(50),
+    HUSH_WEB_DIR: z.string().optional(),
+  })
+  .superRefine((env, ctx) => {
+    if (env.HUSH_PUSH === 'webpush') {
+      for (const key of ['HUSH_VAPID_SUBJECT', 'HUSH_VAPID_PUBLIC_KEY', 'HUSH_VAPID_PRIVATE_KEY'] as const) {
+        if (!env[key]) ctx.addIssue({ code: 'custom', path: [key], message: 'required when HUSH_PUSH=webpush' });
+      }
+    }
+  });
+
+export type ServerConfig = ReturnType<typeof toConfig>;
+
+function toConfig(env: z.infer<typeof schema>) {
+  const dataDir = resolve(env.HUSH_DATA_DIR);
+  return {
+    host: env.HUSH_HOST,
+    port: env.HUSH_PORT,
+    dataDir,
+    databasePath: resolve(dataDir, 'hush.sqlite'),
+    attachmentsDir: resolve(dataDir, 'attachments'),
+    devSmsFile: resolve(dataDir, 'dev-sms.log'),
+    devPushFile: resolve(dataDir, 'dev-push.log'),
+    secretFile: resolve(dataDir, 'server-secret.key'),
+    logLevel: env.HUSH_LOG_LEVEL,
+    sms: env.HUSH_SMS === 'sns' ? ({ kind: 'sns', region: env.HUSH_SNS_REGION } as const) : ({ kind: 'dev' } as const),
+    push:
+      env.HUSH_PUSH === 'webpush'
+        ? ({
+            kind: 'webpush',
+            subject: env.HUSH_VAPID_SUBJECT as string,
+            publicKey: env.HUSH_VAPID_PUBLIC_KEY as string,
+            privateKey: env.HUSH_VAPID_PRIVATE_KEY as string,
+          } as const)
+        : ({ kind: 'dev' } as const),
+    verificationLimits: {
+      resendCooldownMs: env.HUSH_VERIFY_RESEND_COOLDOWN_SECONDS * 1000,
+      perNumberPerHour: env.HUSH_VERIFY_PER_NUMBER_PER_HOUR,
+      perClientPerHour: env.HUSH_VERIFY_PER_CLIENT_PER_HOUR,
+    },
+    webDir: env.HUSH_WEB_DIR ? resolve(env.HUSH_WEB_DIR) : undefined,
+  };
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** Reads and validates the configuration; throws ConfigError naming every bad variable. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): ServerConfig {
+  const parsed = schema.safeParse(env);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map(
+      (i) => `  ${String(i.path[0] ?? '?')}: ${i.message} (got ${JSON.stringify(env[String(i.path[0])])})`,
+    );
+    throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
+  }
+  return toConfig(parsed.data);
+}

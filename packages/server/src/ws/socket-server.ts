@@ -1,0 +1,254 @@
+import type { IncomingMessage, Server } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import { type RawData, type WebSocket, WebSocketServer } from 'ws';
+import type { Core } from '../core/index.ts';
+import type { DeliveryNotifier, Device } from '../core/ports.ts';
+import type { SocketTokens } from '../core/socket-tokens.ts';
+import { type App, envelopeJson } from '../http/app.ts';
+
+/*
+ * Live delivery over WebSocket (step 7), standalone: one connection per device session.
+ *
+ * Frames are JSON text. Server → client: {type:"envelope", envelope}, {type:"queue-empty"} once the
+ * backlog at connect time is delivered, {type:"response", id, status, body} answering a request,
+ * {type:"error", code, message}. Client → server: {type:"ack", guid} after the client stored the
+ * decrypted message (the server deletes it then), and {type:"request", id, method, path, body} to
+ * call the HTTP API over the socket as the socket's device (e.g. sends, so a busy client needs no
+ * HTTP round trip per message).
+ */
+
+/** Unacknowledged envelopes in flight per connection; delivery pauses there until acks arrive. */
+const MAX_IN_FLIGHT = 256;
+const PING_INTERVAL_MS = 30_000;
+/** Paths a socket request may call: the device's own API, minus the socket and blob streams. */
+const SOCKET_REQUEST_PATH = /^\/v1\/(keys|messages|devices)(\/|$|\?)/;
+
+export interface SocketMetrics {
+  socketOpened(): void;
+  socketClosed(): void;
+  envelopesDelivered(count: number): void;
+}
+
+class Connection {
+  private inFlight = new Set<string>();
+  private cursor: string | undefined;
+  private draining = false;
+  private dirty = false;
+  private backlogDone = false;
+  alive = true;
+
+  constructor(
+    readonly device: Device,
+    readonly socket: WebSocket,
+    private readonly server: SocketServer,
+  ) {}
+
+  /** Sends everything queued after what this connection already sent; re-runs if notified meanwhile. */
+  async drain(): Promise<void> {
+    if (this.draining) {
+      this.dirty = true;
+      return;
+    }
+    this.draining = true;
+    try {
+      do {
+        this.dirty = false;
+        while (this.inFlight.size < MAX_IN_FLIGHT && this.socket.readyState === this.socket.OPEN) {
+          const room = MAX_IN_FLIGHT - this.inFlight.size;
+          const page = await this.server.core.storage.fetchQueue(
+            this.device.accountId,
+            this.device.deviceId,
+            Math.min(room, 100),
+            this.server.core.clock.now(),
+            this.cursor,
+          );
+          for (const envelope of page) {
+            this.inFlight.add(envelope.guid);
+            this.cursor = envelope.cursor;
+            this.send({ type: 'envelope', envelope: envelopeJson(envelope) });
+          }
+          if (page.length < Math.min(room, 100)) break;
+        }
+      } while (this.dirty);
+      if (!this.backlogDone) {
+        this.backlogDone = true;
+        this.send({ type: 'queue-empty' });
+      }
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  send(frame: unknown): void {
+    if (this.socket.readyState === this.socket.OPEN) this.socket.send(JSON.stringify(frame));
+  }
+
+  async onFrame(data: RawData): Promise<void> {
+    let frame: { type?: unknown; guid?: unknown; id?: unknown; method?: unknown; path?: unknown; body?: unknown };
+    try {
+      frame = JSON.parse(data.toString());
+    } catch {
+      return this.send({ type: 'error', code: 'invalid_frame', message: 'frames are JSON objects' });
+    }
+    if (frame?.type === 'ack' && typeof frame.guid === 'string') {
+      const guid = frame.guid;
+      const deleted = await this.server.core.storage.deleteEnvelope(this.device.accountId, this.device.deviceId, guid);
+      if (deleted) this.server.metrics?.envelopesDelivered(1);
+      const wasInFlight = this.inFlight.delete(guid);
+      if (wasInFlight && this.inFlight.size === MAX_IN_FLIGHT - 1) await this.drain();
+      return;
+    }
+    if (frame?.type === 'request' && typeof frame.path === 'string' && typeof frame.method === 'string') {
+      return this.onRequest(frame.id, frame.method, frame.path, frame.body);
+    }
+    this.send({ type: 'error', code: 'invalid_frame', message: 'unknown frame type' });
+  }
+
+  private async onRequest(id: unknown, method: string, path: string, body: unknown): Promise<void> {
+    if (!SOCKET_REQUEST_PATH.test(path)) {
+      return this.send({
+        type: 'response',
+        id,
+        status: 404,
+        body: { error: { code: 'not_found', message: 'not available over the socket' } },
+      });
+    }
+    const request = new Request(`http://socket.invalid${path}`, {
+      method: method.toUpperCase(),
+      ...(body === undefined ? {} : { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } }),
+    });
+    const response = await this.server.app.fetch(request, { device: this.device });
+    const text = await response.text();
+    this.send({ type: 'response', id, status: response.status, body: text ? JSON.parse(text) : null });
+  }
+}
+
+/** Accepts authenticated sockets on GET /v1/websocket and delivers queues live. */
+export class SocketServer implements DeliveryNotifier {
+  private readonly wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 512 * 1024 });
+  private readonly byDevice = new Map<string, Set<Connection>>();
+  private readonly pinger: NodeJS.Timeout;
+  app!: App;
+
+  constructor(
+    readonly core: Core,
+    private readonly socketTokens: SocketTokens,
+    private readonly logger: Logger,
+    readonly metrics?: SocketMetrics,
+  ) {
+    this.pinger = setInterval(() => this.ping(), PING_INTERVAL_MS);
+    this.pinger.unref();
+  }
+
+  /** Wires the server to an HTTP server's upgrade event and to the app that serves socket requests. */
+  attach(server: Server, app: App): void {
+    this.app = app;
+    server.on('upgrade', (request, socket, head) => {
+      this.upgrade(request, socket, head).catch((error: unknown) => {
+        this.logger.error({ err: { message: (error as Error).message } }, 'websocket upgrade failed');
+        socket.destroy();
+      });
+    });
+  }
+
+  private async authenticate(request: IncomingMessage, url: URL): Promise<Device | null> {
+    const token = url.searchParams.get('token');
+    if (token) return this.socketTokens.redeem(token);
+    const header = request.headers.authorization;
+    if (!header?.startsWith('Basic ')) return null;
+    const decoded = Buffer.from(header.slice(6), 'base64').toString('utf8');
+    const colon = decoded.indexOf(':');
+    const user = decoded.slice(0, Math.max(colon, 0));
+    const dot = user.lastIndexOf('.');
+    if (colon < 0 || dot < 0) return null;
+    try {
+      return await this.core.accounts.authenticate(
+        user.slice(0, dot),
+        Number(user.slice(dot + 1)),
+        decoded.slice(colon + 1),
+      );
+    } catch {
+      return null;
+    }
+  }
+
+  private async upgrade(request: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const url = new URL(request.url ?? '/', 'http://localhost');
+    if (url.pathname !== '/v1/websocket') return reject(socket, 404, 'not_found');
+    const device = await this.authenticate(request, url);
+    if (!device) return reject(socket, 401, 'unauthorized');
+    this.wss.handleUpgrade(request, socket, head, (ws) => this.accept(device, ws));
+  }
+
+  private accept(device: Device, ws: WebSocket): void {
+    const connection = new Connection(device, ws, this);
+    const key = `${device.accountId}.${device.deviceId}`;
+    let set = this.byDevice.get(key);
+    if (!set) this.byDevice.set(key, (set = new Set()));
+    set.add(connection);
+    this.metrics?.socketOpened();
+    ws.on('pong', () => {
+      connection.alive = true;
+    });
+    ws.on('message', (data) => {
+      connection.onFrame(data).catch((error: unknown) => {
+        this.logger.error({ err: { message: (error as Error).message } }, 'websocket frame failed');
+        connection.send({ type: 'error', code: 'internal_error', message: 'internal error' });
+      });
+    });
+    ws.on('close', () => {
+      set.delete(connection);
+      if (set.size === 0) this.byDevice.delete(key);
+      this.metrics?.socketClosed();
+    });
+    connection.drain().catch((error: unknown) => {
+      this.logger.error({ err: { message: (error as Error).message } }, 'websocket drain failed');
+    });
+  }
+
+  async notify(accountId: string, deviceId: number): Promise<boolean> {
+    const set = this.byDevice.get(`${accountId}.${deviceId}`);
+    if (!set || set.size === 0) return false;
+    // The envelope is already durable: the sender's answer does not wait for the socket write.
+    for (const connection of set) {
+      connection.drain().catch((error: unknown) => {
+        this.logger.error({ err: { message: (error as Error).message } }, 'websocket drain failed');
+      });
+    }
+    return true;
+  }
+
+  private ping(): void {
+    for (const set of this.byDevice.values()) {
+      for (const connection of set) {
+        if (!connection.alive) {
+          connection.socket.terminate();
+          continue;
+        }
+        connection.alive = false;
+        connection.socket.ping();
+      }
+    }
+  }
+
+  get openSockets(): number {
+    let n = 0;
+    for (const set of this.byDevice.values()) n += set.size;
+    return n;
+  }
+
+  /** Closes every socket with 1001 (going away); clients reconnect to the next instance. */
+  close(): void {
+    clearInterval(this.pinger);
+    for (const set of this.byDevice.values()) for (const c of set) c.socket.close(1001, 'server shutting down');
+    this.wss.close();
+  }
+}
+
+function reject(socket: Duplex, status: 401 | 404, code: string): void {
+  const body = JSON.stringify({ error: { code, message: code.replace('_', ' ') } });
+  socket.end(
+    `HTTP/1.1 ${status} ${status === 401 ? 'Unauthorized' : 'Not Found'}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
+}
