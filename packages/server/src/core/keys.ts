@@ -57,8 +57,8 @@ export async function validateKeyUpload(identityKeyBytes: Uint8Array, upload: Ke
   }
   checkUniqueIds(preKeys, 'preKeys');
   checkUniqueIds(pqPreKeys, 'pqPreKeys');
-  preKeys.forEach((k, i) => checkECKey(k, `preKeys[${i}]`));
-  pqPreKeys.forEach((k, i) => checkKyberKey(k, `pqPreKeys[${i}]`));
+  for (const [i, k] of preKeys.entries()) checkECKey(k, `preKeys[${i}]`);
+  for (const [i, k] of pqPreKeys.entries()) checkKyberKey(k, `pqPreKeys[${i}]`);
   if (upload.signedPreKey) checkECKey(upload.signedPreKey, 'signedPreKey');
   if (upload.pqLastResortPreKey) checkKyberKey(upload.pqLastResortPreKey, 'pqLastResortPreKey');
   const signed: [SignedECPreKey | KyberPreKey, string][] = pqPreKeys.map((k, i) => [k, `pqPreKeys[${i}]`]);

@@ -165,7 +165,7 @@ export class MessageService {
     accountId: string,
     request: { messages: OutgoingMessage[]; timestamp: number; id?: string },
   ) {
-    request.messages.forEach((m) => this.checkContent(m.content));
+    for (const m of request.messages) this.checkContent(m.content);
     const { mismatch } = await this.checkDevices(sender, accountId, request.messages);
     if (mismatch) MessageService.raiseMismatches([mismatch], true);
     if (request.messages.length === 0) throw badRequest('no_recipients', 'the account has no other device to send to');

@@ -184,8 +184,8 @@ export class SocketServer implements DeliveryNotifier {
   private accept(device: Device, ws: WebSocket): void {
     const connection = new Connection(device, ws, this);
     const key = `${device.accountId}.${device.deviceId}`;
-    let set = this.byDevice.get(key);
-    if (!set) this.byDevice.set(key, (set = new Set()));
+    const set = this.byDevice.get(key) ?? new Set<Connection>();
+    this.byDevice.set(key, set);
     set.add(connection);
     this.metrics?.socketOpened();
     ws.on('pong', () => {
