@@ -10,6 +10,7 @@ import type { AttachmentStore, Device, QueuedEnvelope } from '../core/ports.ts';
 import type { SocketTokens } from '../core/socket-tokens.ts';
 import { parsePushSubscription } from '../push/web-push-sender.ts';
 import { SmsDeliveryError } from '../sms/sns-sms-sender.ts';
+import { parseBasicAuthorization } from './basic-auth.ts';
 import { docsPage } from './docs.ts';
 import * as S from './schemas.ts';
 
@@ -58,20 +59,6 @@ export function envelopeJson(e: QueuedEnvelope) {
 function errorResponse(c: Context, error: ApiError) {
   if (error.retryAfterSeconds !== undefined) c.header('Retry-After', String(error.retryAfterSeconds));
   return c.json({ error: { code: error.code, message: error.message, ...error.details } }, error.status);
-}
-
-/** `Authorization: Basic base64(accountId.deviceId:password)`. */
-function parseBasic(header: string | undefined): { accountId: string; deviceId: number; password: string } | null {
-  if (!header?.startsWith('Basic ')) return null;
-  const decoded = Buffer.from(header.slice(6), 'base64').toString('utf8');
-  const colon = decoded.indexOf(':');
-  if (colon < 0) return null;
-  const user = decoded.slice(0, colon);
-  const dot = user.lastIndexOf('.');
-  if (dot < 0) return null;
-  const deviceId = Number(user.slice(dot + 1));
-  if (!Number.isInteger(deviceId)) return null;
-  return { accountId: user.slice(0, dot), deviceId, password: decoded.slice(colon + 1) };
 }
 
 const json = <T extends z.ZodType>(schema: T, description: string) => ({
@@ -154,7 +141,7 @@ export function createApp(deps: AppDeps) {
       c.set('device', preset);
       return next();
     }
-    const credentials = parseBasic(c.req.header('authorization'));
+    const credentials = parseBasicAuthorization(c.req.header('authorization'));
     if (!credentials) throw unauthorized();
     c.set(
       'device',

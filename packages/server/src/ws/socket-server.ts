@@ -6,6 +6,7 @@ import type { Core } from '../core/index.ts';
 import type { DeliveryNotifier, Device } from '../core/ports.ts';
 import type { SocketTokens } from '../core/socket-tokens.ts';
 import { type App, envelopeJson } from '../http/app.ts';
+import { parseBasicAuthorization } from '../http/basic-auth.ts';
 
 /*
  * Live delivery over WebSocket (step 7), standalone: one connection per device session.
@@ -155,19 +156,10 @@ export class SocketServer implements DeliveryNotifier {
   private async authenticate(request: IncomingMessage, url: URL): Promise<Device | null> {
     const token = url.searchParams.get('token');
     if (token) return this.socketTokens.redeem(token);
-    const header = request.headers.authorization;
-    if (!header?.startsWith('Basic ')) return null;
-    const decoded = Buffer.from(header.slice(6), 'base64').toString('utf8');
-    const colon = decoded.indexOf(':');
-    const user = decoded.slice(0, Math.max(colon, 0));
-    const dot = user.lastIndexOf('.');
-    if (colon < 0 || dot < 0) return null;
+    const credentials = parseBasicAuthorization(request.headers.authorization);
+    if (!credentials) return null;
     try {
-      return await this.core.accounts.authenticate(
-        user.slice(0, dot),
-        Number(user.slice(dot + 1)),
-        decoded.slice(colon + 1),
-      );
+      return await this.core.accounts.authenticate(credentials.accountId, credentials.deviceId, credentials.password);
     } catch {
       return null;
     }
