@@ -7,7 +7,8 @@ import { z } from '@hono/zod-openapi';
 
 export const Base64 = z.base64().openapi({ format: 'byte', example: 'BQ==' });
 const Uuid = z.uuid();
-const DeviceId = z.coerce.number().int().min(1).max(127);
+/** A device id in a JSON body: a number, not a string or boolean coerced to one. */
+const DeviceId = z.number().int().min(1).max(127);
 const KeyId = z.number().int().min(0).max(0xffffff);
 const RegistrationId = z.number().int().min(1).max(0x3fff);
 /** Milliseconds since the epoch, as a client clock reads it. */
@@ -84,7 +85,7 @@ export const SendRequest = z
       .max(6 * 2),
     timestamp: Timestamp,
     /** Client-chosen message id: a retried send with the same id is stored once. */
-    id: z.string().min(1).max(64).optional(),
+    id: z.string().min(1).max(128).optional(),
   })
   .openapi('SendMessages');
 export const MultiSendRequest = z
@@ -101,7 +102,7 @@ export const MultiSendRequest = z
       .min(1)
       .max(1000),
     timestamp: Timestamp,
-    id: z.string().min(1).max(64).optional(),
+    id: z.string().min(1).max(128).optional(),
   })
   .openapi('SendMultiRecipient');
 export const SendResponse = z.object({ duplicate: z.boolean() }).openapi('Sent');

@@ -1,0 +1,1171 @@
+import {
+  CiphertextMessageType,
+  type CryptoProvider,
+  DuplicatedMessageError,
+  Fingerprint,
+  IdentityKeyPair,
+  KEMPublicKey,
+  ProtocolAddress,
+  ProtocolError,
+  PublicKey,
+  SenderKeyDistributionMessage,
+  type SessionRecord,
+  UntrustedIdentityError,
+  createSenderKeyDistributionMessage,
+  generateRegistrationId,
+  groupDecrypt,
+  groupEncrypt,
+  processPreKeyBundle,
+  processSenderKeyDistributionMessage,
+  signalDecrypt,
+  signalDecryptPreKey,
+  signalEncrypt,
+} from '@hush/protocol';
+import {
+  type AccountRecord,
+  initialKeys,
+  loadAccount,
+  maintainKeys,
+  newDevicePassword,
+  saveAccount,
+} from './account.ts';
+import { decryptAttachment, encryptAttachment } from './content/attachment-crypto.ts';
+import {
+  type Content,
+  GroupUpdate_Action,
+  ReceiptMessage_Type,
+  TypingMessage_Action,
+  decodeContent,
+  encodeContent,
+  expirationTimerContent,
+  groupUpdateContent,
+  reactionContent,
+  receiptContent,
+  retryRequestContent,
+  senderKeyDistributionContent,
+  textContent,
+  typingContent,
+} from './content/content.ts';
+import {
+  type Conversation,
+  type StoredMessage,
+  deleteExpiredMessages,
+  getConversation,
+  getMessage,
+  listConversations,
+  listMessages,
+  messageId,
+  putConversation,
+  putMessage,
+} from './messages-store.ts';
+import type { KeyValueStore } from './store/kv.ts';
+import { type Contact, NS, getContact, protocolStores, putContact } from './store/protocol-stores.ts';
+import { StagedStore, jsonValue, parseJson } from './store/staged.ts';
+import { ApiError, type Envelope, HttpApi, type OutgoingMessage } from './transport/http-api.ts';
+import { LiveConnection, type SocketFactory } from './transport/socket.ts';
+import { fromBase64, toBase64 } from './util/base64.ts';
+
+export interface Group {
+  /** hex of the 16-byte group id. */
+  id: string;
+  name: string;
+  /** Account ids, including ours while we are a member. */
+  members: string[];
+  revision: number;
+  /** Our current sender-key distribution id for this group (a new one after every removal). */
+  distributionId: string;
+  active: boolean;
+}
+
+export type ClientEvent =
+  | { type: 'message'; message: StoredMessage }
+  | { type: 'message-updated'; message: StoredMessage }
+  | { type: 'typing'; from: string; started: boolean; groupId?: string }
+  | { type: 'identity-changed'; accountId: string }
+  | { type: 'decryption-failed'; from: string; timestamp: number; reason: string }
+  | { type: 'group-updated'; group: Group }
+  | { type: 'expired'; ids: string[] }
+  | { type: 'connection'; state: string; detail?: string }
+  | { type: 'queue-empty' };
+
+export interface HushClientOptions {
+  serverUrl: string;
+  store: KeyValueStore;
+  crypto: CryptoProvider;
+  /** Opens WebSockets (Node: the `ws` package with headers; browsers: the global WebSocket with a token). */
+  openSocket?: SocketFactory;
+  /** Browsers cannot set headers on a WebSocket: use single-use tokens instead. */
+  socketAuth?: 'header' | 'token';
+  now?: () => number;
+}
+
+/** The user is not registered on this device yet. */
+export class NotRegisteredError extends Error {
+  constructor() {
+    super('this device is not registered: run `hush register` first');
+    this.name = 'NotRegisteredError';
+  }
+}
+
+/** An account id the client knows nothing about and the server does not know either. */
+export class UnknownContactError extends Error {
+  constructor(readonly who: string) {
+    super(`unknown contact: ${who}`);
+    this.name = 'UnknownContactError';
+  }
+}
+
+const hex = (bytes: Uint8Array) => Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+const unhex = (text: string) => Uint8Array.from(text.match(/../g) ?? [], (b) => Number.parseInt(b, 16));
+const uuidBytes = (uuid: string) => unhex(uuid.replaceAll('-', ''));
+const GROUP_PREFIX = 'group:';
+const MAX_SEND_ATTEMPTS = 4;
+
+/** Serializes work on the device's protocol state: one message at a time, in order. */
+class Mutex {
+  private tail: Promise<unknown> = Promise.resolve();
+  run<T>(task: () => Promise<T>): Promise<T> {
+    const result = this.tail.then(task, task);
+    this.tail = result.catch(() => undefined);
+    return result;
+  }
+}
+
+/**
+ * A Hush device: registration and keys (steps 2-3), sending (4-6), receiving (7-9) and the
+ * encrypted local store (10). Every receive is one atomic unit: the ratchet update, the stored
+ * message and the de-duplication mark are committed together before the envelope is acknowledged.
+ */
+export class HushClient {
+  readonly api: HttpApi;
+  private readonly mutex = new Mutex();
+  private readonly listeners = new Set<(event: ClientEvent) => void>();
+  private live: LiveConnection | undefined;
+  private self: { account: AccountRecord; identity: IdentityKeyPair } | undefined;
+  private readonly now: () => number;
+  private readonly crypto: CryptoProvider;
+
+  constructor(private readonly options: HushClientOptions) {
+    this.api = new HttpApi(options.serverUrl);
+    this.crypto = options.crypto;
+    this.now = options.now ?? Date.now;
+  }
+
+  on(listener: (event: ClientEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private emit(event: ClientEvent): void {
+    for (const listener of this.listeners) listener(event);
+  }
+
+  /** Loads the registered account from the store, if any. */
+  async load(): Promise<AccountRecord | undefined> {
+    this.self = await loadAccount(new StagedStore(this.options.store));
+    if (this.self) {
+      this.api.setCredentials(this.self.account);
+    }
+    return this.self?.account;
+  }
+
+  get account(): AccountRecord {
+    if (!this.self) throw new NotRegisteredError();
+    return this.self.account;
+  }
+
+  get identity(): IdentityKeyPair {
+    if (!this.self) throw new NotRegisteredError();
+    return this.self.identity;
+  }
+
+  private get address(): ProtocolAddress {
+    return new ProtocolAddress(this.account.accountId, this.account.deviceId);
+  }
+
+  /** Runs `work` in one unit of work under the device mutex and commits it. */
+  private unitOfWork<T>(
+    work: (unit: StagedStore, stores: ReturnType<typeof protocolStores>) => Promise<T>,
+  ): Promise<T> {
+    return this.mutex.run(async () => {
+      const unit = new StagedStore(this.options.store);
+      const result = await work(unit, protocolStores(unit, this.identity, this.account.registrationId));
+      await unit.commit();
+      return result;
+    });
+  }
+
+  // ---------------------------------------------------------------- registration (steps 2-3)
+
+  /** Step 2, first half: the server sends an SMS code to `number`. Returns the session id. */
+  async requestCode(number: string): Promise<{ sessionId: string; number: string }> {
+    const session = await this.api.startVerification(number);
+    return { sessionId: session.id, number: session.number };
+  }
+
+  /**
+   * Step 2, second half, and step 3: submits the code, generates the identity and all prekeys on
+   * this device, registers, and stores everything encrypted. `onProgress` reports the slow part.
+   */
+  async register(sessionId: string, code: string, onProgress?: (step: string) => void): Promise<AccountRecord> {
+    const verified = await this.api.submitCode(sessionId, code);
+    onProgress?.('number verified; generating identity and 200 prekeys on this device');
+    const identity = await IdentityKeyPair.generate(this.crypto);
+    const registrationId = generateRegistrationId(this.crypto);
+    const password = newDevicePassword(this.crypto);
+    const unit = new StagedStore(this.options.store);
+    const stores = protocolStores(unit, identity, registrationId);
+    const now = this.now();
+    const { upload, counters } = await initialKeys(this.crypto, identity, stores, now);
+    onProgress?.('uploading public keys');
+    const registered = await this.api.register({
+      verificationSessionId: sessionId,
+      password,
+      identityKey: identity.publicKey.serialize(),
+      registrationId,
+      keys: upload,
+    });
+    const account: AccountRecord = {
+      serverUrl: this.options.serverUrl,
+      number: verified.number,
+      accountId: registered.accountId,
+      deviceId: registered.deviceId,
+      password,
+      registrationId,
+      ...counters,
+    };
+    unit.put('account', 'identity', identity.serialize());
+    saveAccount(unit, account);
+    await unit.commit();
+    this.self = { account, identity };
+    this.api.setCredentials(account);
+    return account;
+  }
+
+  /** Keeps one-time keys stocked on the server and rotates the signed and last-resort keys. */
+  async maintainKeys() {
+    return this.unitOfWork(async (unit, stores) => {
+      const result = await maintainKeys(this.crypto, this.api, unit, stores, this.identity, this.account, this.now());
+      saveAccount(unit, result.account);
+      (this.self as { account: AccountRecord }).account = result.account;
+      return result.uploaded;
+    });
+  }
+
+  // ---------------------------------------------------------------- contacts and trust
+
+  async contact(accountId: string): Promise<Contact | undefined> {
+    return getContact(new StagedStore(this.options.store), accountId);
+  }
+
+  /** Every account this device knows: saved names and numbers, and everyone it has exchanged keys with. */
+  async contacts(): Promise<Contact[]> {
+    return (await this.options.store.list(NS.contacts)).map(([, value]) => parseJson<Contact>(value) as Contact);
+  }
+
+  /** Records a name or number for an account id (e.g. from the user's address book). */
+  async saveContact(accountId: string, details: { name?: string; number?: string }): Promise<void> {
+    await this.unitOfWork(async (unit) => {
+      const contact = (await getContact(unit, accountId)) ?? { accountId, trust: 'unverified' as const };
+      putContact(unit, { ...contact, ...details });
+    });
+  }
+
+  /** The 60-digit safety number and the QR payload (base64) for a contact. */
+  async safetyNumber(accountId: string): Promise<{ digits: string; qr: string; trust: Contact['trust'] }> {
+    const contact = await this.contact(accountId);
+    if (!contact?.identityKey) throw new UnknownContactError(accountId);
+    const fingerprint = await Fingerprint.create(this.crypto, {
+      version: 2,
+      localIdentifier: uuidBytes(this.account.accountId),
+      localKey: this.identity.publicKey,
+      remoteIdentifier: uuidBytes(accountId),
+      remoteKey: PublicKey.deserialize(fromBase64(contact.identityKey)),
+    });
+    return {
+      digits: fingerprint.displayableString(),
+      qr: toBase64(fingerprint.scannable.serialize()),
+      trust: contact.trust,
+    };
+  }
+
+  /**
+   * The user accepts a contact's current identity key (after a change), optionally because the
+   * scanned QR payload matched. Sending resumes only after this.
+   */
+  async acceptIdentity(accountId: string, scannedQr?: string): Promise<boolean> {
+    let verified = false;
+    if (scannedQr) {
+      const contact = await this.contact(accountId);
+      if (!contact?.identityKey) throw new UnknownContactError(accountId);
+      const fingerprint = await Fingerprint.create(this.crypto, {
+        version: 2,
+        localIdentifier: uuidBytes(this.account.accountId),
+        localKey: this.identity.publicKey,
+        remoteIdentifier: uuidBytes(accountId),
+        remoteKey: PublicKey.deserialize(fromBase64(contact.identityKey)),
+      });
+      verified = fingerprint.scannable.compare(fromBase64(scannedQr));
+      if (!verified) return false;
+    }
+    await this.unitOfWork(async (unit) => {
+      const contact = await getContact(unit, accountId);
+      if (!contact) throw new UnknownContactError(accountId);
+      const { previousIdentityKey: _, ...rest } = contact;
+      putContact(unit, { ...rest, trust: verified ? 'verified' : 'unverified' });
+    });
+    return true;
+  }
+
+  // ---------------------------------------------------------------- sending (steps 4-6)
+
+  /** Device ids we hold sessions with, from the session namespace (`accountId.deviceId`). */
+  private async sessionDevices(unit: StagedStore, accountId: string): Promise<number[]> {
+    return (await unit.list(NS.sessions, `${accountId}.`)).map(([key]) => Number(key.slice(accountId.length + 1)));
+  }
+
+  /** Step 4: fetches bundles and sets up sessions (PQXDH) with the given devices of an account. */
+  private async establish(
+    stores: ReturnType<typeof protocolStores>,
+    accountId: string,
+    deviceId: number | '*',
+  ): Promise<void> {
+    let bundles: Awaited<ReturnType<HttpApi['bundles']>>;
+    try {
+      bundles = await this.api.bundles(accountId, deviceId);
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 404) throw new UnknownContactError(accountId);
+      throw error;
+    }
+    const identityKey = PublicKey.deserialize(bundles.identityKey);
+    for (const d of bundles.devices) {
+      await processPreKeyBundle(
+        this.crypto,
+        {
+          registrationId: d.registrationId,
+          deviceId: d.deviceId,
+          identityKey,
+          signedPreKeyId: d.signedPreKey.keyId,
+          signedPreKey: PublicKey.deserialize(d.signedPreKey.publicKey),
+          signedPreKeySignature: d.signedPreKey.signature,
+          kyberPreKeyId: d.pqPreKey.keyId,
+          kyberPreKey: KEMPublicKey.deserialize(d.pqPreKey.publicKey),
+          kyberPreKeySignature: d.pqPreKey.signature,
+          ...(d.preKey ? { preKeyId: d.preKey.keyId, preKey: PublicKey.deserialize(d.preKey.publicKey) } : {}),
+        },
+        new ProtocolAddress(accountId, d.deviceId),
+        stores,
+      );
+    }
+  }
+
+  /** Sends over the live socket when it is open (no HTTP round trip), else over HTTP. */
+  private async transmit(accountId: string, messages: OutgoingMessage[], timestamp: number, id: string): Promise<void> {
+    if (this.live?.isOpen) {
+      try {
+        const response = await this.live.request('PUT', `/v1/messages/${accountId}`, {
+          messages: messages.map((m) => ({ ...m, content: toBase64(m.content) })),
+          timestamp,
+          id,
+        });
+        if (response.status === 200) return;
+        const {
+          code = 'http_error',
+          message = `HTTP ${response.status}`,
+          ...details
+        } = (response.body as { error?: Record<string, unknown> })?.error ?? {};
+        throw new ApiError(response.status, String(code), String(message), details);
+      } catch (error) {
+        if (error instanceof ApiError) throw error;
+        // The socket dropped mid-request: fall back to HTTP with the same id (no duplicate).
+      }
+    }
+    await this.api.sendMessages(accountId, messages, timestamp, id);
+  }
+
+  /**
+   * Steps 5-6: encrypts `content` once per device of `accountId` and sends it; on 409/410 refreshes
+   * the device list and sessions and tries again. `id` makes retries idempotent at the server.
+   */
+  private async sendContent(accountId: string, content: Content, timestamp: number, id: string): Promise<void> {
+    const plaintext = encodeContent(content);
+    for (let attempt = 1; ; attempt++) {
+      const messages = await this.unitOfWork(async (unit, stores) => {
+        if ((await this.sessionDevices(unit, accountId)).length === 0) await this.establish(stores, accountId, '*');
+        const out: OutgoingMessage[] = [];
+        for (const deviceId of await this.sessionDevices(unit, accountId)) {
+          const address = new ProtocolAddress(accountId, deviceId);
+          const encrypted = await signalEncrypt(this.crypto, plaintext, address, stores);
+          const record = (await stores.sessions.getSession(address)) as SessionRecord;
+          out.push({
+            deviceId,
+            registrationId: record.currentState()?.remoteRegistrationId ?? 0,
+            type: encrypted.type,
+            content: encrypted.serialized,
+          });
+        }
+        return out;
+      });
+      try {
+        await this.transmit(accountId, messages, timestamp, id);
+        return;
+      } catch (error) {
+        if (
+          !(error instanceof ApiError) ||
+          (error.status !== 409 && error.status !== 410) ||
+          attempt >= MAX_SEND_ATTEMPTS
+        )
+          throw error;
+        await this.unitOfWork(async (unit, stores) => {
+          const d = error.details as { missingDevices?: number[]; extraDevices?: number[]; staleDevices?: number[] };
+          for (const deviceId of [...(d.extraDevices ?? []), ...(d.staleDevices ?? [])]) {
+            unit.delete(NS.sessions, new ProtocolAddress(accountId, deviceId).toString());
+          }
+          for (const deviceId of [...(d.missingDevices ?? []), ...(d.staleDevices ?? [])])
+            await this.establish(stores, accountId, deviceId);
+        });
+      }
+    }
+  }
+
+  private async conversationTimer(conversationId: string): Promise<number> {
+    return (await getConversation(new StagedStore(this.options.store), conversationId))?.expireTimer ?? 0;
+  }
+
+  /** Stores an outgoing message (status 'sending'), sends it, and records the outcome. */
+  private async sendAndRecord(
+    conversationId: string,
+    message: StoredMessage,
+    deliver: () => Promise<void>,
+  ): Promise<StoredMessage> {
+    await this.unitOfWork(async (unit) => putMessage(unit, message));
+    this.queueOutbox(message);
+    try {
+      await deliver();
+      return await this.updateStatus(message.id, 'sent');
+    } catch (error) {
+      if (error instanceof UntrustedIdentityError) await this.updateStatus(message.id, 'failed');
+      throw error;
+    } finally {
+      this.dequeueOutbox(message.id);
+    }
+  }
+
+  /** Sends a text (and attachments) to an account or a group (`group:<id>`). */
+  async sendText(
+    conversationId: string,
+    body: string,
+    extra: { quote?: { id: number; author: string; text: string }; attachments?: StoredMessage['attachments'] } = {},
+  ): Promise<StoredMessage> {
+    const timestamp = this.now();
+    const expireTimer = await this.conversationTimer(conversationId);
+    const group = conversationId.startsWith(GROUP_PREFIX)
+      ? await this.group(conversationId.slice(GROUP_PREFIX.length))
+      : undefined;
+    const content = textContent({
+      timestamp,
+      body,
+      ...(extra.quote ? { quote: extra.quote } : {}),
+      ...(extra.attachments
+        ? {
+            attachments: extra.attachments.map((a) => ({
+              id: a.id,
+              key: fromBase64(a.key),
+              digest: fromBase64(a.digest),
+              size: a.size,
+              contentType: a.contentType,
+              fileName: a.fileName,
+            })),
+          }
+        : {}),
+      ...(group ? { group: { id: unhex(group.id), revision: group.revision } } : {}),
+      expireTimer,
+    });
+    const message: StoredMessage = {
+      id: messageId(this.account.accountId, timestamp),
+      conversationId,
+      author: this.account.accountId,
+      authorDevice: this.account.deviceId,
+      timestamp,
+      receivedAt: timestamp,
+      direction: 'out',
+      kind: 'text',
+      body,
+      ...(extra.quote ? { quote: extra.quote } : {}),
+      ...(extra.attachments ? { attachments: extra.attachments } : {}),
+      status: 'sending',
+      ...(expireTimer ? { expiresAt: timestamp + expireTimer * 1000 } : {}),
+    };
+    return this.sendAndRecord(conversationId, message, () =>
+      group
+        ? this.sendGroupContent(group, content, timestamp)
+        : this.sendContent(conversationId, content, timestamp, message.id),
+    );
+  }
+
+  /** Encrypts a file on this device, uploads the ciphertext, and sends the key and digest in a message. */
+  async sendFile(
+    conversationId: string,
+    data: Uint8Array,
+    fileName: string,
+    contentType = 'application/octet-stream',
+    caption = '',
+  ) {
+    const encrypted = await encryptAttachment(this.crypto, data);
+    const uploaded = await this.api.uploadAttachment(encrypted.ciphertext);
+    return this.sendText(conversationId, caption, {
+      attachments: [
+        {
+          id: uploaded.id,
+          key: toBase64(encrypted.key),
+          digest: toBase64(encrypted.digest),
+          size: encrypted.size,
+          contentType,
+          fileName,
+        },
+      ],
+    });
+  }
+
+  /** Downloads an attachment and checks its digest and MAC before decrypting it. */
+  async downloadAttachment(attachment: NonNullable<StoredMessage['attachments']>[number]): Promise<Uint8Array> {
+    const ciphertext = await this.api.downloadAttachment(attachment.id);
+    return decryptAttachment(
+      this.crypto,
+      ciphertext,
+      fromBase64(attachment.key),
+      fromBase64(attachment.digest),
+      attachment.size,
+    );
+  }
+
+  async react(conversationId: string, target: StoredMessage, emoji: string, remove = false): Promise<void> {
+    const timestamp = this.now();
+    const content = reactionContent({
+      timestamp,
+      emoji,
+      targetAuthor: target.author,
+      targetTimestamp: target.timestamp,
+      remove,
+    });
+    await this.deliverControl(conversationId, content, timestamp);
+  }
+
+  async sendTyping(conversationId: string, started: boolean): Promise<void> {
+    const timestamp = this.now();
+    const group = conversationId.startsWith(GROUP_PREFIX)
+      ? unhex(conversationId.slice(GROUP_PREFIX.length))
+      : undefined;
+    await this.deliverControl(
+      conversationId,
+      typingContent(started ? 'started' : 'stopped', timestamp, group),
+      timestamp,
+    );
+  }
+
+  /** Sets the disappearing-messages timer of a conversation (both sides). */
+  async setExpireTimer(conversationId: string, seconds: number): Promise<void> {
+    const timestamp = this.now();
+    await this.unitOfWork(async (unit) => {
+      const conversation = (await getConversation(unit, conversationId)) ?? {
+        id: conversationId,
+        kind: conversationId.startsWith(GROUP_PREFIX) ? ('group' as const) : ('direct' as const),
+        lastMessageAt: timestamp,
+        expireTimer: 0,
+        unread: 0,
+      };
+      putConversation(unit, { ...conversation, expireTimer: seconds });
+    });
+    await this.deliverControl(conversationId, expirationTimerContent(timestamp, seconds), timestamp);
+  }
+
+  /** Read receipts for every unread incoming message of a 1:1 conversation. */
+  async markRead(conversationId: string): Promise<void> {
+    const unread = await this.unitOfWork(async (unit) => {
+      const messages = await listMessages(unit, conversationId, 1000);
+      const incoming = messages.filter((m) => m.direction === 'in' && m.kind === 'text' && m.status === 'received');
+      for (const m of incoming) await putMessage(unit, { ...m, status: 'read' });
+      const conversation = await getConversation(unit, conversationId);
+      if (conversation) putConversation(unit, { ...conversation, unread: 0 });
+      return incoming;
+    });
+    if (unread.length > 0 && !conversationId.startsWith(GROUP_PREFIX)) {
+      const timestamp = this.now();
+      await this.sendContent(
+        conversationId,
+        receiptContent(
+          'read',
+          unread.map((m) => m.timestamp),
+        ),
+        timestamp,
+        `read:${timestamp}`,
+      );
+    }
+  }
+
+  /** Content that is not a stored message of ours (reactions, typing, timers) to a person or a group. */
+  private async deliverControl(conversationId: string, content: Content, timestamp: number): Promise<void> {
+    if (conversationId.startsWith(GROUP_PREFIX)) {
+      const group = await this.group(conversationId.slice(GROUP_PREFIX.length));
+      if (!group) throw new UnknownContactError(conversationId);
+      await this.sendGroupContent(group, content, timestamp);
+    } else {
+      await this.sendContent(conversationId, content, timestamp, `ctl:${timestamp}`);
+    }
+  }
+
+  // ---------------------------------------------------------------- outbox (survives restarts)
+
+  private queueOutbox(message: StoredMessage): void {
+    void this.options.store.apply({
+      put: [['outbox', message.id, jsonValue({ id: message.id, conversationId: message.conversationId })]],
+    });
+  }
+
+  private dequeueOutbox(id: string): void {
+    void this.options.store.apply({ delete: [['outbox', id]] });
+  }
+
+  /**
+   * Re-sends messages that were stored but not confirmed sent before the client stopped (crash,
+   * server down). The same message id is used, so the server stores each at most once.
+   */
+  async flushOutbox(): Promise<number> {
+    let sent = 0;
+    for (const [id] of await this.options.store.list('outbox')) {
+      const message = await getMessage(new StagedStore(this.options.store), id);
+      if (!message || message.status !== 'sending') {
+        await this.options.store.apply({ delete: [['outbox', id]] });
+        continue;
+      }
+      const group = message.conversationId.startsWith(GROUP_PREFIX)
+        ? await this.group(message.conversationId.slice(GROUP_PREFIX.length))
+        : undefined;
+      const content = textContent({
+        timestamp: message.timestamp,
+        body: message.body,
+        ...(group ? { group: { id: unhex(group.id), revision: group.revision } } : {}),
+        expireTimer: message.expiresAt ? Math.round((message.expiresAt - message.timestamp) / 1000) : 0,
+      });
+      if (group) await this.sendGroupContent(group, content, message.timestamp, message.id);
+      else await this.sendContent(message.conversationId, content, message.timestamp, message.id);
+      await this.updateStatus(id, 'sent');
+      await this.options.store.apply({ delete: [['outbox', id]] });
+      sent++;
+    }
+    return sent;
+  }
+
+  private async updateStatus(id: string, status: StoredMessage['status']): Promise<StoredMessage> {
+    const updated = await this.unitOfWork(async (unit) => {
+      const message = await getMessage(unit, id);
+      if (!message) return undefined;
+      const rank = { failed: 0, sending: 1, sent: 2, delivered: 3, read: 4, received: 0 } as const;
+      // Receipts can arrive out of order: never step back (read stays read).
+      if (status !== 'failed' && rank[status] <= rank[message.status]) return message;
+      const next = { ...message, status };
+      await putMessage(unit, next);
+      return next;
+    });
+    if (!updated) throw new Error(`no message ${id}`);
+    this.emit({ type: 'message-updated', message: updated });
+    return updated;
+  }
+
+  // ---------------------------------------------------------------- groups (Sender Keys)
+
+  async group(id: string): Promise<Group | undefined> {
+    return parseJson<Group>(await this.options.store.get('groups', id));
+  }
+
+  async groups(): Promise<Group[]> {
+    return (await this.options.store.list('groups')).map(([, v]) => parseJson<Group>(v) as Group);
+  }
+
+  /** Creates a group; every member gets the membership and our sender key over pairwise sessions. */
+  async createGroup(name: string, members: string[]): Promise<Group> {
+    const group: Group = {
+      id: hex(this.crypto.randomBytes(16)),
+      name,
+      members: [...new Set([this.account.accountId, ...members])],
+      revision: 1,
+      distributionId: crypto.randomUUID(),
+      active: true,
+    };
+    await this.options.store.apply({ put: [['groups', group.id, jsonValue(group)]] });
+    await this.announceGroup(group, 'create', group.members);
+    return group;
+  }
+
+  async addMember(groupId: string, accountId: string): Promise<Group> {
+    const group = await this.requireGroup(groupId);
+    const next = { ...group, members: [...new Set([...group.members, accountId])], revision: group.revision + 1 };
+    await this.options.store.apply({ put: [['groups', groupId, jsonValue(next)]] });
+    await this.announceGroup(next, 'add', next.members);
+    return next;
+  }
+
+  /** Removes a member and re-keys: the removed member cannot read what follows. */
+  async removeMember(groupId: string, accountId: string): Promise<Group> {
+    const group = await this.requireGroup(groupId);
+    const next: Group = {
+      ...group,
+      members: group.members.filter((m) => m !== accountId),
+      revision: group.revision + 1,
+      distributionId: crypto.randomUUID(),
+    };
+    await this.options.store.apply({ put: [['groups', groupId, jsonValue(next)]] });
+    await this.announceGroup(next, 'remove', [...next.members, accountId]);
+    return next;
+  }
+
+  async leaveGroup(groupId: string): Promise<void> {
+    const group = await this.requireGroup(groupId);
+    const next: Group = {
+      ...group,
+      members: group.members.filter((m) => m !== this.account.accountId),
+      revision: group.revision + 1,
+      active: false,
+    };
+    await this.options.store.apply({ put: [['groups', groupId, jsonValue(next)]] });
+    await this.announceGroup(next, 'leave', group.members, false);
+  }
+
+  private async requireGroup(groupId: string): Promise<Group> {
+    const group = await this.group(groupId);
+    if (!group?.active) throw new UnknownContactError(`${GROUP_PREFIX}${groupId}`);
+    return group;
+  }
+
+  /** Sends a group update (with our current sender key for members) to `recipients` pairwise. */
+  private async announceGroup(
+    group: Group,
+    action: 'create' | 'add' | 'remove' | 'leave',
+    recipients: string[],
+    withKey = true,
+  ) {
+    const timestamp = this.now();
+    const skdm = withKey ? await this.ourSenderKey(group) : undefined;
+    for (const accountId of recipients) {
+      if (accountId === this.account.accountId) continue;
+      const stillMember = group.members.includes(accountId);
+      const content = groupUpdateContent({
+        timestamp,
+        groupId: unhex(group.id),
+        action,
+        revision: group.revision,
+        name: group.name,
+        members: group.members,
+        ...(skdm && stillMember ? { senderKeyDistribution: skdm } : {}),
+      });
+      await this.sendContent(accountId, content, timestamp, `group:${group.id}:${group.revision}:${accountId}`);
+    }
+  }
+
+  private ourSenderKey(group: Group): Promise<Uint8Array> {
+    return this.unitOfWork(async (_unit, stores) =>
+      (
+        await createSenderKeyDistributionMessage(this.crypto, this.address, group.distributionId, stores.senderKeys)
+      ).serialize(),
+    );
+  }
+
+  /** One sender-key ciphertext for all members, fanned out by the server (PUT /v1/messages/multi). */
+  private async sendGroupContent(group: Group, content: Content, timestamp: number, id = `g:${group.id}:${timestamp}`) {
+    const others = group.members.filter((m) => m !== this.account.accountId);
+    const recipients = await this.unitOfWork(async (unit, stores) => {
+      const list: { accountId: string; devices: { deviceId: number; registrationId: number }[] }[] = [];
+      for (const accountId of others) {
+        if ((await this.sessionDevices(unit, accountId)).length === 0) await this.establish(stores, accountId, '*');
+        const devices: { deviceId: number; registrationId: number }[] = [];
+        for (const deviceId of await this.sessionDevices(unit, accountId)) {
+          const record = await stores.sessions.getSession(new ProtocolAddress(accountId, deviceId));
+          devices.push({ deviceId, registrationId: record?.currentState()?.remoteRegistrationId ?? 0 });
+        }
+        list.push({ accountId, devices });
+      }
+      return list;
+    });
+    if (recipients.length === 0) return;
+    const ciphertext = await this.unitOfWork(async (_unit, stores) =>
+      groupEncrypt(this.crypto, this.address, group.distributionId, stores.senderKeys, encodeContent(content)),
+    );
+    await this.api.sendMulti({ type: CiphertextMessageType.SenderKey, content: ciphertext, recipients, timestamp, id });
+  }
+
+  // ---------------------------------------------------------------- receiving (steps 7-9)
+
+  /** Connects the live socket (with reconnect) and processes envelopes as they arrive. */
+  async connect(): Promise<void> {
+    if (!this.options.openSocket) throw new Error('no WebSocket implementation given');
+    const url = `${this.options.serverUrl.replace(/^http/, 'ws')}/v1/websocket`;
+    this.live = new LiveConnection({
+      url,
+      open: this.options.openSocket,
+      credentials: async () =>
+        this.options.socketAuth === 'token'
+          ? { token: (await this.api.socketToken()).token }
+          : { headers: { authorization: this.api.authorization as string } },
+      onEnvelope: (envelope) => this.receive(envelope),
+      onQueueEmpty: () => this.emit({ type: 'queue-empty' }),
+      onStateChange: (state, detail) => this.emit({ type: 'connection', state, ...(detail ? { detail } : {}) }),
+    });
+    await this.live.start();
+  }
+
+  disconnect(): void {
+    this.live?.stop();
+    this.live = undefined;
+  }
+
+  /** Waits until every envelope received on the socket so far is processed. */
+  async idle(): Promise<void> {
+    await this.live?.idle();
+  }
+
+  /** The HTTP fallback: fetches, processes and acknowledges the whole queue. Returns how many. */
+  async fetchQueue(): Promise<number> {
+    let count = 0;
+    for (;;) {
+      const { messages, more } = await this.api.fetchMessages();
+      for (const envelope of messages) {
+        await this.receive(envelope);
+        await this.api.acknowledge(envelope.guid);
+        count++;
+      }
+      if (!more || messages.length === 0) return count;
+    }
+  }
+
+  /**
+   * Steps 8-9 for one envelope: de-duplicate, decrypt, store, all in one unit; the caller acks
+   * after this returns. A message that cannot be decrypted is recorded for the user and triggers
+   * one retry request to its sender (session repair), never more.
+   */
+  async receive(envelope: Envelope): Promise<void> {
+    const events: ClientEvent[] = [];
+    const followUps: (() => Promise<void>)[] = [];
+    await this.unitOfWork(async (unit, stores) => {
+      if (await unit.get('processed', envelope.guid)) return;
+      unit.put('processed', envelope.guid, jsonValue(this.now()));
+      const from = new ProtocolAddress(envelope.sourceAccountId, envelope.sourceDeviceId);
+      const trustBefore = (await getContact(unit, from.name))?.trust;
+      let plaintext: Uint8Array;
+      try {
+        if (envelope.type === CiphertextMessageType.PreKey)
+          plaintext = await signalDecryptPreKey(this.crypto, envelope.content, from, stores);
+        else if (envelope.type === CiphertextMessageType.Whisper)
+          plaintext = await signalDecrypt(this.crypto, envelope.content, from, stores);
+        else if (envelope.type === CiphertextMessageType.SenderKey)
+          plaintext = await groupDecrypt(this.crypto, from, stores.senderKeys, envelope.content);
+        else throw new ProtocolError('INVALID_MESSAGE', `unknown envelope type ${envelope.type}`);
+      } catch (error) {
+        const reason = error instanceof ProtocolError ? error.code : (error as Error).message;
+        if (error instanceof DuplicatedMessageError) return; // a copy we already have
+        await this.systemMessage(
+          unit,
+          envelope.sourceAccountId,
+          envelope.timestamp,
+          `A message could not be decrypted (${reason}). Asked the sender to send it again.`,
+        );
+        events.push({
+          type: 'decryption-failed',
+          from: envelope.sourceAccountId,
+          timestamp: envelope.timestamp,
+          reason,
+        });
+        followUps.push(() => this.requestRetry(envelope));
+        return;
+      }
+      let content: Content;
+      try {
+        content = decodeContent(plaintext);
+      } catch (error) {
+        await this.systemMessage(
+          unit,
+          envelope.sourceAccountId,
+          envelope.timestamp,
+          `A message arrived in a format this app cannot read (${(error as Error).message}).`,
+        );
+        return;
+      }
+      const contact = await getContact(unit, from.name);
+      if (contact?.trust === 'changed' && trustBefore !== 'changed') {
+        await this.systemMessage(
+          unit,
+          from.name,
+          envelope.timestamp,
+          'Their safety number changed. Verify it before sending: `hush safety-number`.',
+        );
+        events.push({ type: 'identity-changed', accountId: from.name });
+      }
+      await this.apply(unit, stores, envelope, content, events, followUps);
+    });
+    for (const event of events) this.emit(event);
+    for (const followUp of followUps) await followUp().catch(() => undefined);
+  }
+
+  private async systemMessage(
+    unit: StagedStore,
+    conversationId: string,
+    timestamp: number,
+    body: string,
+  ): Promise<void> {
+    const message: StoredMessage = {
+      id: messageId(`system-${conversationId}`, timestamp),
+      conversationId,
+      author: 'system',
+      authorDevice: 0,
+      timestamp,
+      receivedAt: this.now(),
+      direction: 'in',
+      kind: 'system',
+      body,
+      status: 'received',
+    };
+    await putMessage(unit, message);
+  }
+
+  private async apply(
+    unit: StagedStore,
+    stores: ReturnType<typeof protocolStores>,
+    envelope: Envelope,
+    content: Content,
+    events: ClientEvent[],
+    followUps: (() => Promise<void>)[],
+  ): Promise<void> {
+    const author = envelope.sourceAccountId;
+    const body = content.body;
+    switch (body.case) {
+      case 'dataMessage': {
+        const data = body.value;
+        const conversationId = data.group ? `${GROUP_PREFIX}${hex(data.group.id)}` : author;
+        if (data.reaction) {
+          const target = await getMessage(
+            unit,
+            messageId(data.reaction.targetAuthor, Number(data.reaction.targetTimestamp)),
+          );
+          if (target) {
+            const others = (target.reactions ?? []).filter((r) => r.author !== author);
+            const next = {
+              ...target,
+              reactions: data.reaction.remove ? others : [...others, { author, emoji: data.reaction.emoji }],
+            };
+            await putMessage(unit, next);
+            events.push({ type: 'message-updated', message: next });
+          }
+          return;
+        }
+        const now = this.now();
+        const sentAt = Number(data.timestamp);
+        const message: StoredMessage = {
+          id: messageId(author, sentAt),
+          conversationId,
+          author,
+          authorDevice: envelope.sourceDeviceId,
+          timestamp: sentAt,
+          receivedAt: now,
+          direction: 'in',
+          kind: 'text',
+          body: data.body,
+          ...(data.quote
+            ? { quote: { id: Number(data.quote.id), author: data.quote.author, text: data.quote.text } }
+            : {}),
+          ...(data.attachments.length > 0
+            ? {
+                attachments: data.attachments.map((a) => ({
+                  id: a.id,
+                  key: toBase64(a.key),
+                  digest: toBase64(a.digest),
+                  size: Number(a.size),
+                  contentType: a.contentType,
+                  fileName: a.fileName,
+                })),
+              }
+            : {}),
+          status: 'received',
+          ...(data.expireTimer ? { expiresAt: now + data.expireTimer * 1000 } : {}),
+        };
+        if (await getMessage(unit, message.id)) return; // the same message re-sent (e.g. after a repair)
+        await putMessage(unit, message);
+        if (data.expireTimer !== ((await getConversation(unit, conversationId))?.expireTimer ?? 0)) {
+          const conversation = await getConversation(unit, conversationId);
+          if (conversation) putConversation(unit, { ...conversation, expireTimer: data.expireTimer });
+        }
+        events.push({ type: 'message', message });
+        if (!data.group) {
+          followUps.push(() =>
+            this.sendContent(author, receiptContent('delivery', [sentAt]), this.now(), `delivered:${message.id}`),
+          );
+        }
+        return;
+      }
+      case 'receiptMessage': {
+        const status = body.value.type === ReceiptMessage_Type.READ ? 'read' : 'delivered';
+        for (const timestamp of body.value.timestamps) {
+          followUps.push(async () => {
+            await this.updateStatus(messageId(this.account.accountId, Number(timestamp)), status).catch(
+              () => undefined,
+            );
+          });
+        }
+        return;
+      }
+      case 'typingMessage':
+        events.push({
+          type: 'typing',
+          from: author,
+          started: body.value.action === TypingMessage_Action.STARTED,
+          ...(body.value.groupId.length > 0 ? { groupId: hex(body.value.groupId) } : {}),
+        });
+        return;
+      case 'expirationTimerUpdate': {
+        const conversationId = body.value.group ? `${GROUP_PREFIX}${hex(body.value.group.id)}` : author;
+        const conversation = (await getConversation(unit, conversationId)) ?? {
+          id: conversationId,
+          kind: body.value.group ? ('group' as const) : ('direct' as const),
+          lastMessageAt: envelope.timestamp,
+          expireTimer: 0,
+          unread: 0,
+        };
+        putConversation(unit, { ...conversation, expireTimer: body.value.expireTimer });
+        await this.systemMessage(
+          unit,
+          conversationId,
+          envelope.timestamp,
+          body.value.expireTimer
+            ? `Disappearing messages set to ${body.value.expireTimer} s.`
+            : 'Disappearing messages turned off.',
+        );
+        return;
+      }
+      case 'groupUpdate': {
+        const update = body.value;
+        const id = hex(update.groupId);
+        const known = parseJson<Group>(await unit.get('groups', id));
+        if (known && update.revision <= known.revision && update.action !== GroupUpdate_Action.LEAVE) {
+          // Old news, but a sender key may still come with it.
+        }
+        const selfId = this.account.accountId;
+        const member = update.members.includes(selfId);
+        const group: Group = {
+          id,
+          name: update.name,
+          members: [...update.members],
+          revision: Math.max(update.revision, known?.revision ?? 0),
+          distributionId: known?.distributionId ?? crypto.randomUUID(),
+          active: member,
+        };
+        const removal = update.action === GroupUpdate_Action.REMOVE || update.action === GroupUpdate_Action.LEAVE;
+        // After someone leaves or is removed, we re-key too: they hold our old sender key.
+        if (removal && known && member) group.distributionId = crypto.randomUUID();
+        unit.put('groups', id, jsonValue(group));
+        if (update.senderKeyDistribution.length > 0) {
+          await processSenderKeyDistributionMessage(
+            this.crypto,
+            new ProtocolAddress(author, envelope.sourceDeviceId),
+            SenderKeyDistributionMessage.deserialize(update.senderKeyDistribution),
+            stores.senderKeys,
+          );
+        }
+        const text =
+          update.action === GroupUpdate_Action.CREATE
+            ? `Group “${update.name}” created.`
+            : update.action === GroupUpdate_Action.LEAVE
+              ? 'A member left the group.'
+              : member
+                ? `Group updated: ${update.members.length} members.`
+                : 'You were removed from the group.';
+        await this.systemMessage(unit, `${GROUP_PREFIX}${id}`, envelope.timestamp, text);
+        events.push({ type: 'group-updated', group });
+        // Share our sender key with the members when the group is new to us or we re-keyed.
+        if (member && (!known || removal || update.action === GroupUpdate_Action.ADD)) {
+          followUps.push(() => this.distributeSenderKey(group));
+        }
+        return;
+      }
+      case 'senderKeyDistribution':
+        await processSenderKeyDistributionMessage(
+          this.crypto,
+          new ProtocolAddress(author, envelope.sourceDeviceId),
+          SenderKeyDistributionMessage.deserialize(body.value.distribution),
+          stores.senderKeys,
+        );
+        return;
+      case 'retryRequest': {
+        const originalTimestamp = Number(body.value.originalTimestamp);
+        const original = await getMessage(unit, messageId(this.account.accountId, originalTimestamp));
+        const marker = `${author}:${originalTimestamp}`;
+        if (!original || original.direction !== 'out' || (await unit.get('retried', marker))) return;
+        unit.put('retried', marker, jsonValue(this.now()));
+        // The peer reset its session; ours with it is broken too. A fresh one carries the re-send.
+        unit.delete(NS.sessions, new ProtocolAddress(author, body.value.originalDeviceId).toString());
+        followUps.push(async () => {
+          const content = textContent({ timestamp: original.timestamp, body: original.body, expireTimer: 0 });
+          await this.sendContent(author, content, original.timestamp, `${original.id}:retry`);
+        });
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  private async distributeSenderKey(group: Group): Promise<void> {
+    const skdm = await this.ourSenderKey(group);
+    const timestamp = this.now();
+    for (const accountId of group.members) {
+      if (accountId === this.account.accountId) continue;
+      await this.sendContent(
+        accountId,
+        senderKeyDistributionContent(unhex(group.id), skdm),
+        timestamp,
+        `skd:${group.id}:${group.distributionId}:${accountId}`,
+      );
+    }
+  }
+
+  /** Session repair: ask the sender once to re-send, over a fresh session. */
+  private async requestRetry(envelope: Envelope): Promise<void> {
+    const marker = `${envelope.sourceAccountId}:${envelope.timestamp}`;
+    const already = await this.options.store.get('retry-requested', marker);
+    if (already || envelope.type === CiphertextMessageType.SenderKey) return;
+    await this.unitOfWork(async (unit) => {
+      unit.put('retry-requested', marker, jsonValue(this.now()));
+      unit.delete(NS.sessions, new ProtocolAddress(envelope.sourceAccountId, envelope.sourceDeviceId).toString());
+    });
+    const timestamp = this.now();
+    await this.sendContent(
+      envelope.sourceAccountId,
+      retryRequestContent({
+        originalTimestamp: envelope.timestamp,
+        originalType: envelope.type,
+        originalDeviceId: envelope.sourceDeviceId,
+      }),
+      timestamp,
+      `retry:${marker}`,
+    );
+  }
+
+  // ---------------------------------------------------------------- history and housekeeping
+
+  async conversations(): Promise<Conversation[]> {
+    return listConversations(new StagedStore(this.options.store));
+  }
+
+  async history(conversationId: string, limit = 100): Promise<StoredMessage[]> {
+    return listMessages(new StagedStore(this.options.store), conversationId, limit);
+  }
+
+  /** Deletes messages whose disappearing timer ran out (on this side; the peer does the same). */
+  async removeExpired(): Promise<string[]> {
+    const ids = await this.unitOfWork((unit) => deleteExpiredMessages(unit, this.now()));
+    if (ids.length > 0) this.emit({ type: 'expired', ids });
+    return ids;
+  }
+
+  async close(): Promise<void> {
+    this.disconnect();
+    await this.options.store.close();
+  }
+}

@@ -1,0 +1,96 @@
+/**
+ * Client tests run against the real standalone server (SQLite, WebSocket) on a loopback port, and
+ * each client keeps its own encrypted SQLite store in a temporary directory.
+ */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { type RunningServer, loadConfig, readLatestDevCode, startServer } from '@hush/server/standalone';
+import type { ClientEvent, HushClient } from '../../src/index.ts';
+import { openNodeClient } from '../../src/node.ts';
+
+export interface TestServer extends RunningServer {
+  dataDir: string;
+}
+
+export async function startTestServer(
+  dataDir = mkdtempSync(join(tmpdir(), 'hush-client-server-')),
+): Promise<TestServer> {
+  const config = loadConfig({
+    HUSH_PORT: '0',
+    HUSH_DATA_DIR: dataDir,
+    HUSH_LOG_LEVEL: 'silent',
+    HUSH_VERIFY_RESEND_COOLDOWN_SECONDS: '0',
+    HUSH_VERIFY_PER_NUMBER_PER_HOUR: '1000',
+    HUSH_VERIFY_PER_CLIENT_PER_HOUR: '100000',
+  });
+  const server = await startServer(config, { devSmsOutput: new PassThrough() });
+  return Object.assign(server, { dataDir });
+}
+
+let counter = 0;
+export function freshNumber(): string {
+  counter++;
+  return `+1415${String(3_000_000 + ((process.pid * 100 + counter) % 6_999_999)).padStart(7, '0')}`;
+}
+
+export interface TestClient {
+  client: HushClient;
+  storePath: string;
+  keyFile: string;
+  events: ClientEvent[];
+  /** Resolves with the first event (seen or future) that matches. */
+  next(predicate: (event: ClientEvent) => boolean, timeoutMs?: number): Promise<ClientEvent>;
+}
+
+/** Opens (or reopens) a client whose store lives in `dir`. */
+export async function openClient(
+  server: { url: string },
+  dir = mkdtempSync(join(tmpdir(), 'hush-client-')),
+): Promise<TestClient> {
+  const storePath = join(dir, 'hush.db');
+  const keyFile = join(dir, 'store.key');
+  const client = await openNodeClient({ serverUrl: server.url, storePath, protection: { keyFile } });
+  const events: ClientEvent[] = [];
+  const waiters: { predicate: (e: ClientEvent) => boolean; resolve: (e: ClientEvent) => void }[] = [];
+  client.on((event) => {
+    events.push(event);
+    for (const w of [...waiters]) {
+      if (w.predicate(event)) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(event);
+      }
+    }
+  });
+  return {
+    client,
+    storePath,
+    keyFile,
+    events,
+    next(predicate, timeoutMs = 15_000) {
+      const seen = events.find(predicate);
+      if (seen) return Promise.resolve(seen);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('timed out waiting for a client event')), timeoutMs);
+        waiters.push({
+          predicate,
+          resolve: (e) => {
+            clearTimeout(timer);
+            resolve(e);
+          },
+        });
+      });
+    },
+  };
+}
+
+/** Registers a new client: SMS code from the dev sender's file, keys generated on the device. */
+export async function registeredClient(server: TestServer): Promise<TestClient> {
+  const test = await openClient(server);
+  const { sessionId, number } = await test.client.requestCode(freshNumber());
+  const code = await readLatestDevCode(join(server.dataDir, 'dev-sms.log'), number);
+  if (!code) throw new Error('no dev SMS code');
+  await test.client.register(sessionId, code);
+  return test;
+}
