@@ -119,6 +119,26 @@ const hex = (bytes: Uint8Array) => Array.from(bytes, (b) => b.toString(16).padSt
 const unhex = (text: string) => Uint8Array.from(text.match(/../g) ?? [], (b) => Number.parseInt(b, 16));
 const uuidBytes = (uuid: string) => unhex(uuid.replaceAll('-', ''));
 const GROUP_PREFIX = 'group:';
+const OUTBOX = 'outbox';
+
+/** A message waiting to be confirmed by the server: its padded content, kept encrypted at rest. */
+interface OutboxEntry {
+  conversationId: string;
+  timestamp: number;
+  content: string;
+}
+
+/** Errors that retrying cannot fix. */
+function isPermanent(error: unknown): boolean {
+  if (error instanceof UntrustedIdentityError || error instanceof UnknownContactError) return true;
+  return (
+    error instanceof ApiError &&
+    error.status >= 400 &&
+    error.status < 500 &&
+    error.status !== 408 &&
+    error.status !== 429
+  );
+}
 const MAX_SEND_ATTEMPTS = 4;
 
 /** Serializes work on the device's protocol state: one message at a time, in order. */
@@ -432,22 +452,45 @@ export class HushClient {
     return (await getConversation(new StagedStore(this.options.store), conversationId))?.expireTimer ?? 0;
   }
 
-  /** Stores an outgoing message (status 'sending'), sends it, and records the outcome. */
-  private async sendAndRecord(
-    conversationId: string,
-    message: StoredMessage,
-    deliver: () => Promise<void>,
-  ): Promise<StoredMessage> {
-    await this.unitOfWork(async (unit) => putMessage(unit, message));
-    this.queueOutbox(message);
+  /**
+   * Stores an outgoing message (status 'sending') together with its outbox entry, sends it, and
+   * records the outcome. A transient failure (server down, 5xx, 429) leaves it in the outbox for
+   * `flushOutbox`; a permanent one (unknown contact, untrusted identity, other 4xx) marks it failed.
+   */
+  private async sendAndRecord(message: StoredMessage, content: Content): Promise<StoredMessage> {
+    const entry: OutboxEntry = {
+      conversationId: message.conversationId,
+      timestamp: message.timestamp,
+      content: toBase64(encodeContent(content)),
+    };
+    await this.unitOfWork(async (unit) => {
+      await putMessage(unit, message);
+      unit.put(OUTBOX, message.id, jsonValue(entry));
+    });
     try {
-      await deliver();
-      return await this.updateStatus(message.id, 'sent');
+      await this.deliverOutgoing(message.id, entry.conversationId, content, entry.timestamp);
     } catch (error) {
-      if (error instanceof UntrustedIdentityError) await this.updateStatus(message.id, 'failed');
+      if (isPermanent(error)) await this.updateStatus(message.id, 'failed');
       throw error;
-    } finally {
-      this.dequeueOutbox(message.id);
+    }
+    return this.updateStatus(message.id, 'sent');
+  }
+
+  private async deliverOutgoing(
+    id: string,
+    conversationId: string,
+    content: Content,
+    timestamp: number,
+  ): Promise<void> {
+    if (conversationId.startsWith(GROUP_PREFIX)) {
+      await this.sendGroupContent(
+        await this.requireGroup(conversationId.slice(GROUP_PREFIX.length)),
+        content,
+        timestamp,
+        id,
+      );
+    } else {
+      await this.sendContent(conversationId, content, timestamp, id);
     }
   }
 
@@ -496,11 +539,7 @@ export class HushClient {
       status: 'sending',
       ...(expireTimer ? { expiresAt: timestamp + expireTimer * 1000 } : {}),
     };
-    return this.sendAndRecord(conversationId, message, () =>
-      group
-        ? this.sendGroupContent(group, content, timestamp)
-        : this.sendContent(conversationId, content, timestamp, message.id),
-    );
+    return this.sendAndRecord(message, content);
   }
 
   /** Encrypts a file on this device, uploads the ciphertext, and sends the key and digest in a message. */
@@ -616,41 +655,23 @@ export class HushClient {
 
   // ---------------------------------------------------------------- outbox (survives restarts)
 
-  private queueOutbox(message: StoredMessage): void {
-    void this.options.store.apply({
-      put: [['outbox', message.id, jsonValue({ id: message.id, conversationId: message.conversationId })]],
-    });
-  }
-
-  private dequeueOutbox(id: string): void {
-    void this.options.store.apply({ delete: [['outbox', id]] });
-  }
-
   /**
    * Re-sends messages that were stored but not confirmed sent before the client stopped (crash,
-   * server down). The same message id is used, so the server stores each at most once.
+   * server down). The same message id is used, so the server stores each at most once, and the
+   * exact stored content is sent again (attachments and quotes included).
    */
   async flushOutbox(): Promise<number> {
     let sent = 0;
-    for (const [id] of await this.options.store.list('outbox')) {
-      const message = await getMessage(new StagedStore(this.options.store), id);
-      if (!message || message.status !== 'sending') {
-        await this.options.store.apply({ delete: [['outbox', id]] });
+    for (const [id, value] of await this.options.store.list(OUTBOX)) {
+      const entry = parseJson<OutboxEntry>(value) as OutboxEntry;
+      try {
+        await this.deliverOutgoing(id, entry.conversationId, decodeContent(fromBase64(entry.content)), entry.timestamp);
+      } catch (error) {
+        if (!isPermanent(error)) throw error;
+        await this.updateStatus(id, 'failed');
         continue;
       }
-      const group = message.conversationId.startsWith(GROUP_PREFIX)
-        ? await this.group(message.conversationId.slice(GROUP_PREFIX.length))
-        : undefined;
-      const content = textContent({
-        timestamp: message.timestamp,
-        body: message.body,
-        ...(group ? { group: { id: unhex(group.id), revision: group.revision } } : {}),
-        expireTimer: message.expiresAt ? Math.round((message.expiresAt - message.timestamp) / 1000) : 0,
-      });
-      if (group) await this.sendGroupContent(group, content, message.timestamp, message.id);
-      else await this.sendContent(message.conversationId, content, message.timestamp, message.id);
       await this.updateStatus(id, 'sent');
-      await this.options.store.apply({ delete: [['outbox', id]] });
       sent++;
     }
     return sent;
@@ -660,6 +681,8 @@ export class HushClient {
     const updated = await this.unitOfWork(async (unit) => {
       const message = await getMessage(unit, id);
       if (!message) return undefined;
+      // Confirmed by the server (or given up): out of the outbox, even if a receipt came first.
+      if (status === 'sent' || status === 'failed') unit.delete(OUTBOX, id);
       const rank = { failed: 0, sending: 1, sent: 2, delivered: 3, read: 4, received: 0 } as const;
       // Receipts can arrive out of order: never step back (read stays read).
       if (status !== 'failed' && rank[status] <= rank[message.status]) return message;
