@@ -20,6 +20,7 @@ import {
 import type { PreKeyBundle } from '../src/session/session-builder.ts';
 import { providers } from './providers.ts';
 import { HushPeer, LibsignalPeer, type Peer, type WireMessage } from './support/peers.ts';
+import { withTorsion } from './support/torsion.ts';
 
 const text = new TextEncoder();
 const decode = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -210,6 +211,18 @@ describe.each(providers)('rejections with the $name provider (typed error, no st
     const body = message.body.slice();
     const baseKeyOffset = body.indexOf(0x12) + 2 + 1; // tag 0x12, length 0x21, type 0x05
     body[baseKeyOffset + 31] = (body[baseKeyOffset + 31] as number) | 0x80; // set the high bit
+    await expectRejected(hush, initiator, { ...message, body }, InvalidMessageError);
+  });
+
+  it('a base key with a torsion component is refused', async () => {
+    const hush = await HushPeer.create(crypto);
+    const initiator = await HushPeer.create(crypto);
+    await initiator.startSession(hush);
+    const message = await initiator.encrypt(hush, text.encode('first'));
+    const body = message.body.slice();
+    const baseKeyOffset = body.indexOf(0x12) + 2 + 1; // as above
+    const baseKey = body.subarray(baseKeyOffset, baseKeyOffset + 32);
+    baseKey.set(withTorsion(baseKey, 4n)); // add the point of order 2
     await expectRejected(hush, initiator, { ...message, body }, InvalidMessageError);
   });
 

@@ -141,7 +141,7 @@ export async function signalDecryptPreKey(
       stores.kyberPreKeys.getKyberPreKey(m.kyberPreKeyId),
       m.preKeyId !== undefined ? stores.preKeys.getPreKey(m.preKeyId) : undefined,
     ]);
-    if (!m.baseKey.isCanonical()) throw new InvalidMessageError('incoming base key is invalid');
+    if (!(await m.baseKey.isCanonical(crypto))) throw new InvalidMessageError('incoming base key is invalid');
     const state = await initializeBobSession(crypto, {
       ourIdentity,
       ourSignedPreKey: signedPreKey.keyPair,
