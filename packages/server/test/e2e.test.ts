@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { DevPushSender } from '../src/push/dev-push-sender.ts';
 import { TestDevice, type TestServer, api, marker, startTestServer } from './support/harness.ts';
 
 const decode = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -46,6 +47,9 @@ describe('the whole path over real HTTP and WebSocket', () => {
     // Bob goes offline; Alice's reply-less messages wait in his queue (a wake-up push is sent).
     const offline = [marker('offline-1'), marker('offline-2'), marker('offline-3')];
     for (const m of offline) expect((await alice.sendText(server, bob, m)).status).toBe(200);
+    // Step 7 without a socket: a content-free wake-up per envelope went to the push sender.
+    await expect.poll(() => (server.push as DevPushSender).wakesFor(bob.accountId, 1).length).toBe(3);
+    expect(JSON.stringify((server.push as DevPushSender).wakes)).not.toContain('PLAINTEXT');
 
     // Reconnecting delivers the backlog in order, then queue-empty.
     const again = await bob.connect(server);
