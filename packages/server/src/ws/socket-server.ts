@@ -53,8 +53,11 @@ class Connection {
     }
     this.draining = true;
     try {
+      // The queue was read to its end (a short page), not just up to the in-flight window.
+      let reachedEnd = false;
       do {
         this.dirty = false;
+        reachedEnd = false;
         while (this.inFlight.size < MAX_IN_FLIGHT && this.socket.readyState === this.socket.OPEN) {
           const room = MAX_IN_FLIGHT - this.inFlight.size;
           const page = await this.server.core.storage.fetchQueue(
@@ -69,10 +72,15 @@ class Connection {
             this.cursor = envelope.cursor;
             this.send({ type: 'envelope', envelope: envelopeJson(envelope) });
           }
-          if (page.length < Math.min(room, 100)) break;
+          if (page.length < Math.min(room, 100)) {
+            reachedEnd = true;
+            break;
+          }
         }
       } while (this.dirty);
-      if (!this.backlogDone) {
+      // queue-empty means the backlog at connect time was delivered; with a full window it was not
+      // yet (the acks that open the window run drain again).
+      if (!this.backlogDone && reachedEnd) {
         this.backlogDone = true;
         this.send({ type: 'queue-empty' });
       }
