@@ -58,6 +58,8 @@ export function envelopeJson(e: QueuedEnvelope) {
 
 function errorResponse(c: Context, error: ApiError) {
   if (error.retryAfterSeconds !== undefined) c.header('Retry-After', String(error.retryAfterSeconds));
+  // The rest of an oversized body may be left unread, so this connection cannot carry another request.
+  if (error instanceof PayloadTooLargeError) c.header('Connection', 'close');
   return c.json({ error: { code: error.code, message: error.message, ...error.details } }, error.status);
 }
 
@@ -138,7 +140,10 @@ export function createApp(deps: AppDeps) {
   const authenticate = async (c: Context<AppEnv>, next: () => Promise<void>) => {
     const preset = c.env?.device;
     if (preset) {
-      c.set('device', preset);
+      // A socket outlives the credentials it was opened with: a re-registered number drops the device.
+      const current = await core.storage.getDevice(preset.accountId, preset.deviceId);
+      if (!current) throw unauthorized();
+      c.set('device', current);
       return next();
     }
     const credentials = parseBasicAuthorization(c.req.header('authorization'));
@@ -446,13 +451,25 @@ export function createApp(deps: AppDeps) {
       if (declared > MAX_ATTACHMENT_BYTES) throw new PayloadTooLargeError(MAX_ATTACHMENT_BYTES);
       const stream = c.req.raw.body;
       if (!stream) throw badRequest('empty_attachment', 'the body is empty');
+      // An empty body fails the stream itself, so that the store keeps nothing for a rejected upload.
+      let size = 0;
+      const checked = stream.pipeThrough(
+        new TransformStream<Uint8Array, Uint8Array>({
+          transform(chunk, controller) {
+            size += chunk.byteLength;
+            controller.enqueue(chunk);
+          },
+          flush() {
+            if (size === 0) throw badRequest('empty_attachment', 'the body is empty');
+          },
+        }),
+      );
       const meta = await deps.attachments.put(
         randomUUID(),
-        stream,
+        checked,
         MAX_ATTACHMENT_BYTES,
         core.clock.now() + ATTACHMENT_TTL_MS,
       );
-      if (meta.size === 0) throw badRequest('empty_attachment', 'the body is empty');
       return c.json({ id: meta.id, size: meta.size, expiresAt: meta.expiresAt }, 200);
     },
   );

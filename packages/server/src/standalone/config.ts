@@ -72,7 +72,8 @@ export class ConfigError extends Error {
 
 /** Reads and validates the configuration; throws ConfigError naming every bad variable. */
 export function loadConfig(env: Record<string, string | undefined> = process.env): ServerConfig {
-  const parsed = schema.safeParse(env);
+  // An empty or blank variable (`HUSH_PORT=` in an env file) means unset: it must not coerce to 0.
+  const parsed = schema.safeParse(Object.fromEntries(Object.entries(env).filter(([, value]) => value?.trim() !== '')));
   if (!parsed.success) {
     const lines = parsed.error.issues.map(
       (i) => `  ${String(i.path[0] ?? '?')}: ${i.message} (got ${JSON.stringify(env[String(i.path[0])])})`,

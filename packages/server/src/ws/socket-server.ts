@@ -115,18 +115,23 @@ class Connection {
   }
 
   private async onRequest(id: unknown, method: string, path: string, body: unknown): Promise<void> {
-    if (!SOCKET_REQUEST_PATH.test(path)) {
-      return this.send({
-        type: 'response',
-        id,
-        status: 404,
-        body: { error: { code: 'not_found', message: 'not available over the socket' } },
+    const answer = (status: number, code: string, message: string) =>
+      this.send({ type: 'response', id, status, body: { error: { code, message } } });
+    let request: Request;
+    try {
+      // Checked after URL parsing, which resolves `..` and `%2e%2e` segments (and `\` as `/`).
+      const url = new URL(path, 'http://socket.invalid');
+      if (url.origin !== 'http://socket.invalid' || !SOCKET_REQUEST_PATH.test(url.pathname)) {
+        return answer(404, 'not_found', 'not available over the socket');
+      }
+      request = new Request(url, {
+        method: method.toUpperCase(),
+        ...(body === undefined ? {} : { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } }),
       });
+    } catch {
+      // An unparsable path, an invalid method, or a body on GET.
+      return answer(400, 'invalid_request', 'not a valid request');
     }
-    const request = new Request(`http://socket.invalid${path}`, {
-      method: method.toUpperCase(),
-      ...(body === undefined ? {} : { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } }),
-    });
     const response = await this.server.app.fetch(request, { device: this.device });
     const text = await response.text();
     this.send({ type: 'response', id, status: response.status, body: text ? JSON.parse(text) : null });
