@@ -2,8 +2,10 @@
 export function parseBasicAuthorization(
   header: string | undefined,
 ): { accountId: string; deviceId: number; password: string } | null {
-  if (!header?.startsWith('Basic ')) return null;
-  const decoded = Buffer.from(header.slice(6), 'base64').toString('utf8');
+  // The scheme name is case-insensitive (RFC 9110 §11.1).
+  const match = header?.match(/^basic (.+)$/i);
+  if (!match) return null;
+  const decoded = Buffer.from(match[1] as string, 'base64').toString('utf8');
   const colon = decoded.indexOf(':');
   if (colon < 0) return null;
   const user = decoded.slice(0, colon);
