@@ -3,7 +3,7 @@
  * size cap answers 413 and leaves nothing behind; unknown ids are 404; both routes need a device.
  */
 import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { readdirSync } from 'node:fs';
+import { readdirSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -120,6 +120,8 @@ describe('attachments', () => {
   });
   afterAll(async () => {
     await server.close();
+    // It holds a 100 MiB blob.
+    rmSync(server.dataDir, { recursive: true, force: true });
   });
 
   it('an encrypted blob uploaded by one device downloads byte for byte on another', async () => {

@@ -3,6 +3,7 @@
  * parallel sends, and live delivery over the socket while many senders send at once.
  */
 import { randomUUID } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type SocketClient,
@@ -50,6 +51,7 @@ describe('concurrency', () => {
   });
   afterAll(async () => {
     await server.close();
+    rmSync(server.dataDir, { recursive: true, force: true });
   });
 
   it('60 parallel bundle fetches hand out each of 25 one-time keys exactly once', async () => {

@@ -200,7 +200,7 @@ function countBy<T>(items: T[]): Map<T, number> {
 
 describe('durability', () => {
   it('acknowledged messages survive a clean restart and are delivered exactly once', async () => {
-    const first = await startTestServer();
+    const first = await startTestServer({}, tempDir());
     const alice = await TestDevice.register(first);
     const bob = await TestDevice.register(first);
     const sent: string[] = [];

@@ -9,7 +9,7 @@
  * while the server runs (WAL present) and after it stopped, and so are the captured logs.
  */
 import { createCipheriv, createHmac, randomBytes, randomUUID } from 'node:crypto';
-import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import {
   CiphertextMessageType,
@@ -302,6 +302,7 @@ describe('no plaintext, private keys or credentials on the server', () => {
 
   afterAll(async () => {
     await server.close();
+    rmSync(server.dataDir, { recursive: true, force: true });
   });
 
   it('the scan covers the database, its WAL and the attachment blob, and finds what is there', () => {
