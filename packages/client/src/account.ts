@@ -168,10 +168,14 @@ export async function maintainKeys(
     upload.pqLastResortPreKey = await lastResortKey(crypto, identity, stores, account.lastResortKeyId + 1, now);
     next.lastResortKeyId = account.lastResortKeyId + 1;
     next.lastResortRotatedAt = now;
-    // Signed keys older than the grace period can no longer be named by a message in flight.
-    for (const [key, bytes] of await unit.list(NS.signedPreKeys)) {
-      const record = SignedPreKeyRecord.deserialize(bytes);
-      if (record.id !== next.signedPreKeyId && now - record.timestamp > OLD_SIGNED_KEY_GRACE_MS)
+    // A replaced signed key stays usable for the grace period after it was replaced (not after it
+    // was made: a device back after a month would otherwise drop the key that messages sent to it
+    // while it was away name). Listed in id order, so a key was replaced when the next one was made.
+    const signed = await unit.list(NS.signedPreKeys);
+    for (let i = 0; i + 1 < signed.length; i++) {
+      const [key] = signed[i] as [string, Uint8Array];
+      const [, newer] = signed[i + 1] as [string, Uint8Array];
+      if (now - SignedPreKeyRecord.deserialize(newer).timestamp > OLD_SIGNED_KEY_GRACE_MS)
         unit.delete(NS.signedPreKeys, key);
     }
   }

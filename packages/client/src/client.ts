@@ -3,6 +3,7 @@ import {
   type CryptoProvider,
   DuplicatedMessageError,
   Fingerprint,
+  IdentityChange,
   IdentityKeyPair,
   KEMPublicKey,
   ProtocolAddress,
@@ -119,6 +120,7 @@ const hex = (bytes: Uint8Array) => Array.from(bytes, (b) => b.toString(16).padSt
 const unhex = (text: string) => Uint8Array.from(text.match(/../g) ?? [], (b) => Number.parseInt(b, 16));
 const uuidBytes = (uuid: string) => unhex(uuid.replaceAll('-', ''));
 const GROUP_PREFIX = 'group:';
+const SAFETY_NUMBER_CHANGED = 'Their safety number changed. Verify it before sending: `hush safety-number`.';
 const OUTBOX = 'outbox';
 
 /** A message waiting to be confirmed by the server: its padded content, kept encrypted at rest. */
@@ -358,6 +360,21 @@ export class HushClient {
       throw error;
     }
     const identityKey = PublicKey.deserialize(bundles.identityKey);
+    const known = await stores.identity.getIdentity(new ProtocolAddress(accountId, 1));
+    if (known && !known.equals(identityKey)) {
+      // The server hands out a new identity key. It is never used silently: it is recorded as
+      // changed (so the user can compare and accept it) and said so, then the send fails. This is
+      // committed at once (we hold the device mutex); the caller's unit is dropped by the throw.
+      const side = new StagedStore(this.options.store);
+      const sideStores = protocolStores(side, this.identity, this.account.registrationId);
+      const change = await sideStores.identity.saveIdentity(new ProtocolAddress(accountId, 1), identityKey);
+      if (change === IdentityChange.ReplacedExisting) {
+        await this.systemMessage(side, accountId, this.now(), SAFETY_NUMBER_CHANGED);
+        await side.commit();
+        this.emit({ type: 'identity-changed', accountId });
+      }
+      throw new UntrustedIdentityError(accountId);
+    }
     for (const d of bundles.devices) {
       await processPreKeyBundle(
         this.crypto,
@@ -914,12 +931,7 @@ export class HushClient {
       }
       const contact = await getContact(unit, from.name);
       if (contact?.trust === 'changed' && trustBefore !== 'changed') {
-        await this.systemMessage(
-          unit,
-          from.name,
-          envelope.timestamp,
-          'Their safety number changed. Verify it before sending: `hush safety-number`.',
-        );
+        await this.systemMessage(unit, from.name, envelope.timestamp, SAFETY_NUMBER_CHANGED);
         events.push({ type: 'identity-changed', accountId: from.name });
       }
       await this.apply(unit, stores, envelope, content, events, followUps);
@@ -1121,10 +1133,27 @@ export class HushClient {
         const marker = `${author}:${originalTimestamp}`;
         if (!original || original.direction !== 'out' || (await unit.get('retried', marker))) return;
         unit.put('retried', marker, jsonValue(this.now()));
-        // The peer reset its session; ours with it is broken too. A fresh one carries the re-send.
-        unit.delete(NS.sessions, new ProtocolAddress(author, body.value.originalDeviceId).toString());
+        // The request came over a fresh session the peer just set up (now our current one): the
+        // re-send goes over it. Deleting the record would drop that session and the archived ones
+        // that messages still in flight from the peer need.
         followUps.push(async () => {
-          const content = textContent({ timestamp: original.timestamp, body: original.body, expireTimer: 0 });
+          // The whole message again: a re-send without its attachments, quote or timer would lose
+          // them, and its timer 0 would switch disappearing messages off on the other side.
+          const content = textContent({
+            timestamp: original.timestamp,
+            body: original.body,
+            ...(original.quote ? { quote: original.quote } : {}),
+            ...(original.attachments
+              ? {
+                  attachments: original.attachments.map((a) => ({
+                    ...a,
+                    key: fromBase64(a.key),
+                    digest: fromBase64(a.digest),
+                  })),
+                }
+              : {}),
+            expireTimer: original.expiresAt ? Math.round((original.expiresAt - original.timestamp) / 1000) : 0,
+          });
           await this.sendContent(author, content, original.timestamp, `${original.id}:retry`);
         });
         return;
@@ -1155,7 +1184,15 @@ export class HushClient {
     if (already || envelope.type === CiphertextMessageType.SenderKey) return;
     await this.unitOfWork(async (unit) => {
       unit.put('retry-requested', marker, jsonValue(this.now()));
-      unit.delete(NS.sessions, new ProtocolAddress(envelope.sourceAccountId, envelope.sourceDeviceId).toString());
+    });
+    // A fresh session carries the request, in case ours is the broken one (one we set up for an
+    // earlier request, not answered yet, is fresh: reusing it keeps one new session per repair).
+    // The old session is archived, not deleted: the failure may have been one damaged envelope,
+    // and the messages still in flight on the old session must keep decrypting.
+    await this.unitOfWork(async (_unit, stores) => {
+      const address = new ProtocolAddress(envelope.sourceAccountId, envelope.sourceDeviceId);
+      const current = (await stores.sessions.getSession(address))?.currentState();
+      if (!current?.pendingPreKey) await this.establish(stores, envelope.sourceAccountId, envelope.sourceDeviceId);
     });
     const timestamp = this.now();
     await this.sendContent(

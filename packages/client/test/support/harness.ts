@@ -3,22 +3,25 @@
  * each client keeps its own encrypted SQLite store in a temporary directory.
  */
 import { mkdtempSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { type RunningServer, loadConfig, readLatestDevCode, startServer } from '@hush/server/standalone';
-import type { ClientEvent, HushClient } from '../../src/index.ts';
+import type { ClientEvent, HushClient, KeyValueStore } from '../../src/index.ts';
 import { openNodeClient } from '../../src/node.ts';
 
 export interface TestServer extends RunningServer {
   dataDir: string;
 }
 
+/** `port` 0 (the default) picks a free port; pass a fixed one to restart a server at the same URL. */
 export async function startTestServer(
   dataDir = mkdtempSync(join(tmpdir(), 'hush-client-server-')),
+  port = 0,
 ): Promise<TestServer> {
   const config = loadConfig({
-    HUSH_PORT: '0',
+    HUSH_PORT: String(port),
     HUSH_DATA_DIR: dataDir,
     HUSH_LOG_LEVEL: 'silent',
     HUSH_VERIFY_RESEND_COOLDOWN_SECONDS: '0',
@@ -27,6 +30,23 @@ export async function startTestServer(
   });
   const server = await startServer(config, { devSmsOutput: new PassThrough() });
   return Object.assign(server, { dataDir });
+}
+
+/** A loopback port that was free a moment ago (for a server that must come back at the same URL). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as { port: number };
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+/** The client's own encrypted key-value store (for tests that inspect or damage device state). */
+export function clientStore(client: HushClient): KeyValueStore {
+  return (client as unknown as { options: { store: KeyValueStore } }).options.store;
 }
 
 let counter = 0;
@@ -44,14 +64,27 @@ export interface TestClient {
   next(predicate: (event: ClientEvent) => boolean, timeoutMs?: number): Promise<ClientEvent>;
 }
 
+export interface ClientOptions {
+  /** The client's clock (e.g. to test key rotation). */
+  now?: () => number;
+  /** Register this number (e.g. again, as a new device) instead of a fresh one. */
+  number?: string;
+}
+
 /** Opens (or reopens) a client whose store lives in `dir`. */
 export async function openClient(
   server: { url: string },
   dir = mkdtempSync(join(tmpdir(), 'hush-client-')),
+  options: ClientOptions = {},
 ): Promise<TestClient> {
   const storePath = join(dir, 'hush.db');
   const keyFile = join(dir, 'store.key');
-  const client = await openNodeClient({ serverUrl: server.url, storePath, protection: { keyFile } });
+  const client = await openNodeClient({
+    serverUrl: server.url,
+    storePath,
+    protection: { keyFile },
+    ...(options.now ? { now: options.now } : {}),
+  });
   const events: ClientEvent[] = [];
   const waiters: { predicate: (e: ClientEvent) => boolean; resolve: (e: ClientEvent) => void }[] = [];
   client.on((event) => {
@@ -86,9 +119,9 @@ export async function openClient(
 }
 
 /** Registers a new client: SMS code from the dev sender's file, keys generated on the device. */
-export async function registeredClient(server: TestServer): Promise<TestClient> {
-  const test = await openClient(server);
-  const { sessionId, number } = await test.client.requestCode(freshNumber());
+export async function registeredClient(server: TestServer, options: ClientOptions = {}): Promise<TestClient> {
+  const test = await openClient(server, undefined, options);
+  const { sessionId, number } = await test.client.requestCode(options.number ?? freshNumber());
   const code = await readLatestDevCode(join(server.dataDir, 'dev-sms.log'), number);
   if (!code) throw new Error('no dev SMS code');
   await test.client.register(sessionId, code);
