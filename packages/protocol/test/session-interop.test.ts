@@ -116,6 +116,22 @@ describe.each(providers)('1:1 sessions with the $name provider', (crypto) => {
     });
   }
 
+  it('replies on two sessions decrypt in either order (archived state promoted, then the other found)', async () => {
+    for (const [label, make] of pairings) {
+      const [alice, bob] = await make();
+      await bob.startSession(alice);
+      const m1 = await bob.encrypt(alice, text.encode('m1'));
+      await bob.startSession(alice); // a second session; the first is archived
+      const m2 = await bob.encrypt(alice, text.encode('m2'));
+      await alice.decrypt(bob, m1);
+      const r1 = await alice.encrypt(bob, text.encode('reply on 1'));
+      await alice.decrypt(bob, m2);
+      const r2 = await alice.encrypt(bob, text.encode('reply on 2'));
+      expect(new TextDecoder().decode(await bob.decrypt(alice, r1)), label).toBe('reply on 1');
+      expect(new TextDecoder().decode(await bob.decrypt(alice, r2)), label).toBe('reply on 2');
+    }
+  });
+
   it('Hush ↔ libsignal: both sides initiate at once, and both sessions keep working', async () => {
     const hush = await HushPeer.create(crypto);
     const signal = new LibsignalPeer();

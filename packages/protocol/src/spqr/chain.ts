@@ -1,6 +1,6 @@
 import { be32, utf8 } from '../bytes.ts';
 import type { CryptoProvider } from '../crypto/provider.ts';
-import { DuplicatedMessageError, TooFarInFutureError } from '../errors.ts';
+import { InvalidMessageError, TooFarInFutureError } from '../errors.ts';
 
 /*
  * SPQR's symmetric chain (spqr src/chain.rs), epoch 1 only: the part of the Triple Ratchet that
@@ -89,7 +89,10 @@ export async function spqrSendKey(
 export async function spqrRecvKey(crypto: CryptoProvider, state: SpqrChainState, ctr: number): Promise<Uint8Array> {
   if (ctr <= state.recv.ctr) {
     const i = state.skipped.findIndex((s) => s.ctr === ctr);
-    if (i < 0) throw new DuplicatedMessageError(state.recv.ctr, ctr);
+    // Not a DuplicatedMessageError: the Double Ratchet chain catches real replays first, so reaching
+    // here means this session state is the wrong one, and the caller must go on to older states
+    // (libsignal reports SPQR failures as an invalid message for the same reason).
+    if (i < 0) throw new InvalidMessageError(`SPQR key ${ctr} already used or trimmed`);
     const [found] = state.skipped.splice(i, 1);
     return (found as { key: Uint8Array }).key;
   }
