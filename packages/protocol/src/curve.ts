@@ -2,7 +2,7 @@ import { invert, mod } from '@noble/curves/abstract/modular.js';
 import { ed25519 } from '@noble/curves/ed25519.js';
 import { bytesToNumberLE, numberToBytesLE } from '@noble/curves/utils.js';
 import { concatBytes, constantTimeEqual } from './bytes.ts';
-import { type CryptoProvider, LowOrderPointError } from './crypto/provider.ts';
+import { type CryptoProvider, LowOrderPointError, type X25519PrivateKey } from './crypto/provider.ts';
 import { InvalidKeyError, InvalidSignatureError } from './errors.ts';
 
 /** libsignal's type byte for Curve25519 ("DJB") keys. */
@@ -65,7 +65,7 @@ export class PublicKey {
     if (((bytes[31] as number) & 0x80) !== 0) return false;
     if (bytesToNumberLE(bytes) >= P) return false;
     try {
-      return constantTimeEqual(await crypto.x25519(TORSION_CHECK_SCALAR, bytes), bytes);
+      return constantTimeEqual(await torsionCheckKey(crypto).agree(bytes), bytes);
     } catch (error) {
       if (error instanceof LowOrderPointError) return false;
       throw error;
@@ -90,6 +90,18 @@ export class PublicKey {
     const reducedS = numberToBytesLE(mod(bytesToNumberLE(s), L), 32);
     return crypto.ed25519Verify(edwardsKey, message, concatBytes(signature.subarray(0, 32), reducedS));
   }
+}
+
+/** TORSION_CHECK_SCALAR prepared per provider: a public constant, so keeping its imported form is harmless. */
+const torsionCheckKeys = new WeakMap<CryptoProvider, X25519PrivateKey>();
+
+function torsionCheckKey(crypto: CryptoProvider): X25519PrivateKey {
+  let key = torsionCheckKeys.get(crypto);
+  if (!key) {
+    key = crypto.x25519PrivateKey(TORSION_CHECK_SCALAR);
+    torsionCheckKeys.set(crypto, key);
+  }
+  return key;
 }
 
 /**
@@ -125,6 +137,10 @@ function montgomeryToEdwardsY(u: bigint): bigint | undefined {
 /** A Curve25519 private key: 32 raw bytes (libsignal clamps when it uses them; so do we). */
 export class PrivateKey {
   private edwardsPublic?: { scalar: bigint; encoded: Uint8Array };
+  // The provider's form of this key, made on first use and kept with the object: an import costs
+  // about as much as an agreement, and one key often serves several (a base key in three PQXDH
+  // agreements, a new ratchet key in getPublicKey and then its root step).
+  private prepared?: { crypto: CryptoProvider; key: X25519PrivateKey };
 
   private constructor(readonly privateKeyBytes: Uint8Array) {}
 
@@ -143,16 +159,23 @@ export class PrivateKey {
   }
 
   async getPublicKey(crypto: CryptoProvider): Promise<PublicKey> {
-    return PublicKey.fromPublicKeyBytes(await crypto.x25519PublicKey(this.privateKeyBytes));
+    return PublicKey.fromPublicKeyBytes(await this.x25519Key(crypto).publicKey());
   }
 
   /** X25519 with a peer key; throws InvalidKeyError for a low-order peer key. */
   async agree(crypto: CryptoProvider, theirs: PublicKey): Promise<Uint8Array> {
     try {
-      return await crypto.x25519(this.privateKeyBytes, theirs.publicKeyBytes);
+      return await this.x25519Key(crypto).agree(theirs.publicKeyBytes);
     } catch (error) {
       throw new InvalidKeyError(`key agreement failed: ${(error as Error).message}`);
     }
+  }
+
+  private x25519Key(crypto: CryptoProvider): X25519PrivateKey {
+    if (this.prepared?.crypto !== crypto) {
+      this.prepared = { crypto, key: crypto.x25519PrivateKey(this.privateKeyBytes) };
+    }
+    return this.prepared.key;
   }
 
   /**
@@ -202,7 +225,7 @@ export class SeededSigningKey {
   static async generate(crypto: CryptoProvider): Promise<{ publicKey: PublicKey; privateKey: SeededSigningKey }> {
     const seed = crypto.randomBytes(32);
     const [edwardsPublicKey, expanded] = await Promise.all([crypto.ed25519PublicKey(seed), crypto.sha512(seed)]);
-    const montgomery = await crypto.x25519PublicKey(clamp(expanded.subarray(0, 32)));
+    const montgomery = await crypto.x25519PrivateKey(clamp(expanded.subarray(0, 32))).publicKey();
     return {
       publicKey: PublicKey.fromPublicKeyBytes(montgomery),
       privateKey: new SeededSigningKey(seed, edwardsPublicKey),

@@ -130,7 +130,7 @@ describe.each(providers)('Wycheproof vectors, $name provider', (provider: Crypto
       if (t.result === 'invalid') {
         // Must not produce the listed shared secret: either reject or compute something else.
         const error = await thrown(async () => {
-          const out = await provider.x25519(privateKey, publicKey);
+          const out = await provider.x25519PrivateKey(privateKey).agree(publicKey);
           if (toHex(out) === t.shared) failures.push(describeCase(t, 'accepted an invalid case'));
         });
         if (error !== undefined && !(error instanceof Error)) failures.push(describeCase(t, 'threw a non-Error'));
@@ -141,7 +141,7 @@ describe.each(providers)('Wycheproof vectors, $name provider', (provider: Crypto
         // Wycheproof calls that "acceptable". libsignal is stricter: it rejects an all-zero agreement
         // as an invalid key, so every provider must throw LowOrderPointError here instead of
         // returning zeros.
-        const error = await thrown(() => provider.x25519(privateKey, publicKey));
+        const error = await thrown(() => provider.x25519PrivateKey(privateKey).agree(publicKey));
         if (error instanceof LowOrderPointError) rejectedZero++;
         else failures.push(describeCase(t, `expected LowOrderPointError, got ${String(error ?? 'a result')}`));
         continue;
@@ -149,7 +149,7 @@ describe.each(providers)('Wycheproof vectors, $name provider', (provider: Crypto
       // valid and acceptable (twist points, non-canonical u >= p, high bit set: RFC 7748 says to
       // mask bit 255 and reduce mod p, and libsignal's x25519-dalek does exactly that).
       const error = await thrown(async () => {
-        const out = await provider.x25519(privateKey, publicKey);
+        const out = await provider.x25519PrivateKey(privateKey).agree(publicKey);
         if (toHex(out) === t.shared) matched++;
         else failures.push(describeCase(t, `got ${toHex(out)}, want ${t.shared}`));
       });
@@ -159,6 +159,22 @@ describe.each(providers)('Wycheproof vectors, $name provider', (provider: Crypto
     expect(tests.length).toBe(x25519File.numberOfTests);
     expect(rejectedZero).toBeGreaterThan(0);
     expect(matched + rejectedZero).toBe(tests.filter((t) => t.result !== 'invalid').length);
+  });
+
+  it('X25519: a prepared key answers alike on every use, whatever later happens to its bytes', async () => {
+    // RFC 7748 §6.1: Alice's and Bob's key pairs and their shared secret.
+    const alice = hex('77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a');
+    const bobPublic = hex('de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f');
+    const key = provider.x25519PrivateKey(alice);
+    alice.fill(0);
+    for (let i = 0; i < 2; i++) {
+      expect(toHex(await key.publicKey())).toBe('8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a');
+      expect(toHex(await key.agree(bobPublic))).toBe(
+        '4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742',
+      );
+    }
+    await expect(key.agree(new Uint8Array(32))).rejects.toBeInstanceOf(LowOrderPointError);
+    expect(toHex(await key.agree(bobPublic))).toBe('4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742');
   });
 
   it('Ed25519 verification (ed25519_test.json)', async () => {

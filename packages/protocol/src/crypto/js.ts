@@ -14,20 +14,24 @@ export const jsCrypto: CryptoProvider = {
     return randomBytes(length);
   },
 
-  async x25519PublicKey(privateKey) {
-    return x25519.getPublicKey(privateKey);
-  },
-
-  async x25519(privateKey, publicKey) {
-    let shared: Uint8Array;
-    try {
-      shared = x25519.getSharedSecret(privateKey, publicKey);
-    } catch {
-      // noble refuses an all-zero result itself; report it the same way as the other providers.
-      throw new LowOrderPointError();
-    }
-    if (isAllZero(shared)) throw new LowOrderPointError();
-    return shared;
+  x25519PrivateKey(privateKey) {
+    const scalar = privateKey.slice();
+    return {
+      async publicKey() {
+        return x25519.getPublicKey(scalar);
+      },
+      async agree(publicKey) {
+        let shared: Uint8Array;
+        try {
+          shared = x25519.getSharedSecret(scalar, publicKey);
+        } catch {
+          // noble refuses an all-zero result itself; report it the same way as the other providers.
+          throw new LowOrderPointError();
+        }
+        if (isAllZero(shared)) throw new LowOrderPointError();
+        return shared;
+      },
+    };
   },
 
   async sha512(data) {

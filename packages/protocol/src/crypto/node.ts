@@ -49,25 +49,26 @@ export const nodeCrypto: CryptoProvider = {
     return bytes(randomBytes(length));
   },
 
-  async x25519PublicKey(privateKey) {
-    return publicHalf(privateKeyObject('X25519', privateKey));
-  },
-
-  async x25519(privateKey, publicKey) {
-    const keys = {
-      privateKey: privateKeyObject('X25519', privateKey),
-      publicKey: publicKeyObject('X25519', publicKey),
+  x25519PrivateKey(privateKey) {
+    const key = privateKeyObject('X25519', privateKey);
+    return {
+      async publicKey() {
+        return publicHalf(key);
+      },
+      async agree(publicKey) {
+        const peer = publicKeyObject('X25519', publicKey);
+        let shared: Buffer;
+        try {
+          shared = diffieHellman({ privateKey: key, publicKey: peer });
+        } catch {
+          // OpenSSL 3 refuses an all-zero X25519 result itself ("failed during derivation"); with
+          // both keys already imported, that is the only way this call fails. Report it like the others.
+          throw new LowOrderPointError();
+        }
+        if (isAllZero(shared)) throw new LowOrderPointError();
+        return bytes(shared);
+      },
     };
-    let shared: Buffer;
-    try {
-      shared = diffieHellman(keys);
-    } catch {
-      // OpenSSL 3 refuses an all-zero X25519 result itself ("failed during derivation"); with both
-      // keys already imported, that is the only way this call fails. Report it like the others.
-      throw new LowOrderPointError();
-    }
-    if (isAllZero(shared)) throw new LowOrderPointError();
-    return bytes(shared);
   },
 
   async sha512(data) {

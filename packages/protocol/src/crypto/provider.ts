@@ -11,10 +11,13 @@ export interface CryptoProvider {
 
   randomBytes(length: number): Uint8Array;
 
-  /** X25519 public key (32-byte u-coordinate) for a 32-byte private scalar (clamped internally). */
-  x25519PublicKey(privateKey: Uint8Array): Promise<Uint8Array>;
-  /** Raw X25519. Throws if the result is all zeros (a low-order peer key), as libsignal does. */
-  x25519(privateKey: Uint8Array, publicKey: Uint8Array): Promise<Uint8Array>;
+  /**
+   * A 32-byte X25519 private scalar (clamped when used), prepared for one or more uses. node:crypto
+   * and WebCrypto must import a raw key before using it, and an import costs about as much as an
+   * agreement (it derives the public key), so a key that serves several agreements is imported
+   * once. The bytes are read or copied at once: later changes to the array do not affect the key.
+   */
+  x25519PrivateKey(privateKey: Uint8Array): X25519PrivateKey;
 
   sha512(data: Uint8Array): Promise<Uint8Array>;
   hmacSha256(key: Uint8Array, data: Uint8Array): Promise<Uint8Array>;
@@ -39,6 +42,14 @@ export interface CryptoProvider {
    * (curve.ts) turns it into libsignal's XEdDSA by storing the public key's sign bit in it.
    */
   ed25519Sign(seed: Uint8Array, message: Uint8Array): Promise<Uint8Array>;
+}
+
+/** An X25519 private key in a provider's own form (see `CryptoProvider.x25519PrivateKey`). */
+export interface X25519PrivateKey {
+  /** The public key: a 32-byte u-coordinate. */
+  publicKey(): Promise<Uint8Array>;
+  /** Raw X25519 with a peer's 32-byte public key. Throws if the result is all zeros (a low-order peer key), as libsignal does. */
+  agree(publicKey: Uint8Array): Promise<Uint8Array>;
 }
 
 /** Thrown by a provider's X25519 when the shared secret is all zeros. */

@@ -47,8 +47,9 @@ function hasWebCryptoX25519(): Promise<boolean> {
   return x25519Supported;
 }
 
-function importX25519Private(privateKey: Uint8Array, extractable: boolean): Promise<CryptoKey> {
-  return subtle().importKey('pkcs8', source(concat(X25519_PKCS8_PREFIX, privateKey)), { name: 'X25519' }, extractable, [
+/** Extractable, so that the public key can be exported from it. */
+function importX25519Private(privateKey: Uint8Array): Promise<CryptoKey> {
+  return subtle().importKey('pkcs8', source(concat(X25519_PKCS8_PREFIX, privateKey)), { name: 'X25519' }, true, [
     'deriveBits',
   ]);
 }
@@ -67,35 +68,44 @@ export const webCrypto: CryptoProvider = {
     return globalThis.crypto.getRandomValues(new Uint8Array(length));
   },
 
-  async x25519PublicKey(privateKey) {
-    if (!(await hasWebCryptoX25519())) return nobleX25519.getPublicKey(privateKey);
-    const jwk = await subtle().exportKey('jwk', await importX25519Private(privateKey, true));
-    if (!jwk.x) throw new Error('WebCrypto did not export the X25519 public key');
-    return base64UrlDecode(jwk.x);
-  },
-
-  async x25519(privateKey, publicKey) {
-    let shared: Uint8Array;
-    if (await hasWebCryptoX25519()) {
-      const [priv, pub] = await Promise.all([
-        importX25519Private(privateKey, false),
-        subtle().importKey('raw', source(publicKey), { name: 'X25519' }, true, []),
-      ]);
-      try {
-        shared = new Uint8Array(await subtle().deriveBits({ name: 'X25519', public: pub }, priv, 256));
-      } catch {
-        // WebCrypto rejects an all-zero result with an OperationError.
-        throw new LowOrderPointError();
-      }
-    } else {
-      try {
-        shared = nobleX25519.getSharedSecret(privateKey, publicKey);
-      } catch {
-        throw new LowOrderPointError();
-      }
-    }
-    if (isAllZero(shared)) throw new LowOrderPointError();
-    return shared;
+  x25519PrivateKey(privateKey) {
+    const scalar = privateKey.slice();
+    // Imported on first use; undefined where WebCrypto lacks X25519.
+    let imported: Promise<CryptoKey | undefined> | undefined;
+    const nativeKey = () => {
+      imported ??= hasWebCryptoX25519().then((supported) => (supported ? importX25519Private(scalar) : undefined));
+      return imported;
+    };
+    return {
+      async publicKey() {
+        const key = await nativeKey();
+        if (!key) return nobleX25519.getPublicKey(scalar);
+        const jwk = await subtle().exportKey('jwk', key);
+        if (!jwk.x) throw new Error('WebCrypto did not export the X25519 public key');
+        return base64UrlDecode(jwk.x);
+      },
+      async agree(publicKey) {
+        const key = await nativeKey();
+        let shared: Uint8Array;
+        if (key) {
+          const peer = await subtle().importKey('raw', source(publicKey), { name: 'X25519' }, true, []);
+          try {
+            shared = new Uint8Array(await subtle().deriveBits({ name: 'X25519', public: peer }, key, 256));
+          } catch {
+            // WebCrypto rejects an all-zero result with an OperationError.
+            throw new LowOrderPointError();
+          }
+        } else {
+          try {
+            shared = nobleX25519.getSharedSecret(scalar, publicKey);
+          } catch {
+            throw new LowOrderPointError();
+          }
+        }
+        if (isAllZero(shared)) throw new LowOrderPointError();
+        return shared;
+      },
+    };
   },
 
   async sha512(data) {
