@@ -145,6 +145,9 @@ export async function demo(o: Output, opts: { keep?: boolean; pause?: boolean } 
   const started = Date.now();
   const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
   const root = mkdtempSync(join(tmpdir(), 'hush-demo-'));
+  // Also when the process ends early (`hush demo | head` exits on EPIPE).
+  const removeRoot = () => rmSync(root, { recursive: true, force: true });
+  if (!opts.keep) process.once('exit', removeRoot);
   const say = (line = '') => o.out(line);
   const note = (line: string) => o.out(`  ${line}`);
   const dim = (line: string) => o.out(pc.dim(`  ${line}`));
@@ -536,6 +539,9 @@ export async function demo(o: Output, opts: { keep?: boolean; pause?: boolean } 
     tap.restore();
     for (const p of people) await p.client?.close().catch(() => undefined);
     await server.close().catch(() => undefined);
-    if (!opts.keep) rmSync(root, { recursive: true, force: true });
+    if (!opts.keep) {
+      removeRoot();
+      process.off('exit', removeRoot);
+    }
   }
 }
