@@ -78,6 +78,11 @@ export class ServerUnreachableError extends Error {
   }
 }
 
+function isStaleConnection(error: unknown): boolean {
+  const code = ((error as { cause?: { code?: string } })?.cause?.code ?? '') as string;
+  return code === 'ECONNRESET' || code === 'UND_ERR_SOCKET' || code === 'EPIPE';
+}
+
 const keyJson = (k: WireECPreKey | WireSignedPreKey) => ({
   keyId: k.keyId,
   publicKey: toBase64(k.publicKey),
@@ -128,15 +133,23 @@ export class HttpApi {
     if (this.authorization) headers.authorization = this.authorization;
     if (body !== undefined) headers['content-type'] = 'application/json';
     if (raw) headers['content-type'] = 'application/octet-stream';
+    const init: RequestInit = {
+      method,
+      headers,
+      ...(body !== undefined ? { body: JSON.stringify(body) } : raw ? { body: raw as BodyInit } : {}),
+    };
     let response: Response;
     try {
-      response = await fetch(`${this.baseUrl}${path}`, {
-        method,
-        headers,
-        ...(body !== undefined ? { body: JSON.stringify(body) } : raw ? { body: raw as BodyInit } : {}),
-      });
+      response = await fetch(`${this.baseUrl}${path}`, init);
     } catch (error) {
-      throw new ServerUnreachableError(this.baseUrl, error);
+      // A pooled keep-alive connection the server closed meanwhile (e.g. while key generation kept
+      // the event loop busy) fails before the request is read: one retry on a fresh connection.
+      if (!isStaleConnection(error)) throw new ServerUnreachableError(this.baseUrl, error);
+      try {
+        response = await fetch(`${this.baseUrl}${path}`, init);
+      } catch (retryError) {
+        throw new ServerUnreachableError(this.baseUrl, retryError);
+      }
     }
     if (response.status === 204) return null;
     const contentType = response.headers.get('content-type') ?? '';
