@@ -1,4 +1,3 @@
-import { sha3_256, shake256 } from '@noble/hashes/sha3.js';
 import { ml_kem1024 } from '@noble/post-quantum/ml-kem.js';
 import { concatBytes, constantTimeEqual } from './bytes.ts';
 import type { CryptoProvider } from './crypto/provider.ts';
@@ -29,8 +28,14 @@ function withoutType(serialized: Uint8Array, length: number, what: string): Uint
   return serialized.slice(1);
 }
 
-function kyberSharedSecret(preKey: Uint8Array, rawCiphertext: Uint8Array): Uint8Array {
-  return shake256(concatBytes(preKey, sha3_256(rawCiphertext)), { dkLen: 32 });
+// Through the provider: on node:crypto, native SHA-3 over the 1568-byte ciphertext is ten times
+// faster than @noble's.
+async function kyberSharedSecret(
+  crypto: CryptoProvider,
+  preKey: Uint8Array,
+  rawCiphertext: Uint8Array,
+): Promise<Uint8Array> {
+  return crypto.shake256(concatBytes(preKey, await crypto.sha3_256(rawCiphertext)), 32);
 }
 
 export class KEMPublicKey {
@@ -49,8 +54,8 @@ export class KEMPublicKey {
   }
 
   /** Returns the serialized ciphertext (0x08 ‖ 1568 bytes) and the 32-byte shared secret. */
-  encapsulate(crypto: CryptoProvider): { ciphertext: Uint8Array; sharedSecret: Uint8Array } {
-    const coins = sha3_256(crypto.randomBytes(32));
+  async encapsulate(crypto: CryptoProvider): Promise<{ ciphertext: Uint8Array; sharedSecret: Uint8Array }> {
+    const coins = await crypto.sha3_256(crypto.randomBytes(32));
     let result: { cipherText: Uint8Array; sharedSecret: Uint8Array };
     try {
       result = ml_kem1024.encapsulate(this.raw, coins);
@@ -59,7 +64,7 @@ export class KEMPublicKey {
     }
     return {
       ciphertext: withType(result.cipherText),
-      sharedSecret: kyberSharedSecret(result.sharedSecret, result.cipherText),
+      sharedSecret: await kyberSharedSecret(crypto, result.sharedSecret, result.cipherText),
     };
   }
 }
@@ -75,12 +80,12 @@ export class KEMSecretKey {
     return withType(this.raw);
   }
 
-  decapsulate(serializedCiphertext: Uint8Array): Uint8Array {
+  async decapsulate(crypto: CryptoProvider, serializedCiphertext: Uint8Array): Promise<Uint8Array> {
     if (serializedCiphertext[0] !== KYBER1024_KEY_TYPE || serializedCiphertext.length !== CIPHERTEXT_LENGTH + 1) {
       throw new InvalidMessageError('invalid Kyber1024 ciphertext');
     }
     const rawCiphertext = serializedCiphertext.subarray(1);
-    return kyberSharedSecret(ml_kem1024.decapsulate(rawCiphertext, this.raw), rawCiphertext);
+    return kyberSharedSecret(crypto, ml_kem1024.decapsulate(rawCiphertext, this.raw), rawCiphertext);
   }
 }
 

@@ -3,6 +3,7 @@ import { ed25519, x25519 } from '@noble/curves/ed25519.js';
 import { hkdf } from '@noble/hashes/hkdf.js';
 import { hmac } from '@noble/hashes/hmac.js';
 import { sha256, sha512 } from '@noble/hashes/sha2.js';
+import { sha3_256, shake256 } from '@noble/hashes/sha3.js';
 import { randomBytes } from '@noble/hashes/utils.js';
 import { type CryptoProvider, LowOrderPointError, isAllZero } from './provider.ts';
 
@@ -36,6 +37,14 @@ export const jsCrypto: CryptoProvider = {
 
   async sha512(data) {
     return sha512(data);
+  },
+
+  async sha3_256(data) {
+    return sha3_256(data);
+  },
+
+  async shake256(data, length) {
+    return shake256(data, { dkLen: length });
   },
 
   async hmacSha256(key, data) {

@@ -75,6 +75,14 @@ export const nodeCrypto: CryptoProvider = {
     return bytes(createHash('sha512').update(data).digest());
   },
 
+  async sha3_256(data) {
+    return bytes(createHash('sha3-256').update(data).digest());
+  },
+
+  async shake256(data, length) {
+    return bytes(createHash('shake256', { outputLength: length }).update(data).digest());
+  },
+
   async hmacSha256(key, data) {
     return bytes(createHmac('sha256', key).update(data).digest());
   },

@@ -20,6 +20,10 @@ export interface CryptoProvider {
   x25519PrivateKey(privateKey: Uint8Array): X25519PrivateKey;
 
   sha512(data: Uint8Array): Promise<Uint8Array>;
+  /** SHA3-256 (FIPS 202): Kyber hashes its coins and its ciphertext with it. */
+  sha3_256(data: Uint8Array): Promise<Uint8Array>;
+  /** SHAKE256 (FIPS 202) with `length` bytes of output: Kyber's shared-secret KDF. */
+  shake256(data: Uint8Array, length: number): Promise<Uint8Array>;
   hmacSha256(key: Uint8Array, data: Uint8Array): Promise<Uint8Array>;
   /** HKDF-SHA256 (RFC 5869). An empty salt means the RFC's default: 32 zero bytes. */
   hkdfSha256(ikm: Uint8Array, salt: Uint8Array, info: Uint8Array, length: number): Promise<Uint8Array>;

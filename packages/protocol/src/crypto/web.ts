@@ -1,4 +1,5 @@
 import { x25519 as nobleX25519 } from '@noble/curves/ed25519.js';
+import { sha3_256, shake256 } from '@noble/hashes/sha3.js';
 import { type CryptoProvider, LowOrderPointError, isAllZero } from './provider.ts';
 
 // RFC 8410 PKCS#8 wrappers for raw X25519 and Ed25519 private keys (they differ only in the
@@ -110,6 +111,15 @@ export const webCrypto: CryptoProvider = {
 
   async sha512(data) {
     return new Uint8Array(await subtle().digest('SHA-512', source(data)));
+  },
+
+  // WebCrypto has no SHA-3.
+  async sha3_256(data) {
+    return sha3_256(data);
+  },
+
+  async shake256(data, length) {
+    return shake256(data, { dkLen: length });
   },
 
   async hmacSha256(key, data) {

@@ -56,7 +56,7 @@ export async function processPreKeyBundle(
     KeyPair.generate(crypto),
     stores.sessions.getSession(address),
   ]);
-  const { ciphertext, sharedSecret } = bundle.kyberPreKey.encapsulate(crypto);
+  const { ciphertext, sharedSecret } = await bundle.kyberPreKey.encapsulate(crypto);
   const state = await initializeAliceSession(crypto, {
     ourIdentity,
     ourBaseKey: baseKey,

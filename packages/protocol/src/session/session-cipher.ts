@@ -148,7 +148,7 @@ export async function signalDecryptPreKey(
       ...(oneTimePreKey ? { ourOneTimePreKey: oneTimePreKey.keyPair } : {}),
       theirIdentity: m.identityKey,
       theirBaseKey: m.baseKey,
-      kyberSharedSecret: kyberPreKey.keyPair.secretKey.decapsulate(m.kyberCiphertext),
+      kyberSharedSecret: await kyberPreKey.keyPair.secretKey.decapsulate(crypto, m.kyberCiphertext),
       localRegistrationId,
       remoteRegistrationId: m.registrationId,
     });
