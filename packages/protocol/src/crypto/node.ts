@@ -26,8 +26,25 @@ function privateKeyObject(curve: 'X25519' | 'Ed25519', privateKey: Uint8Array) {
   return createPrivateKey({ key: { kty: 'OKP', crv: curve, d: base64Url(privateKey), x: '' }, format: 'jwk' });
 }
 
-function publicKeyObject(curve: 'X25519' | 'Ed25519', publicKey: Uint8Array) {
-  return createPublicKey({ key: { kty: 'OKP', crv: curve, x: base64Url(publicKey) }, format: 'jwk' });
+function x25519PublicKeyObject(publicKey: Uint8Array) {
+  return createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: base64Url(publicKey) }, format: 'jwk' });
+}
+
+// Ed25519 verification keys by their encoding. An import costs about a tenth of a verification,
+// and the same keys verify again and again (a sender-key chain's signing key signs every message;
+// an identity key signs both prekeys of a bundle). Public data; the oldest entry goes first.
+const VERIFY_KEY_CACHE_SIZE = 256;
+const verifyKeys = new Map<string, KeyObject>();
+
+function ed25519VerifyKey(publicKey: Uint8Array): KeyObject {
+  const x = base64Url(publicKey);
+  let key = verifyKeys.get(x);
+  if (!key) {
+    key = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x }, format: 'jwk' });
+    if (verifyKeys.size >= VERIFY_KEY_CACHE_SIZE) verifyKeys.delete(verifyKeys.keys().next().value as string);
+    verifyKeys.set(x, key);
+  }
+  return key;
 }
 
 /** The public key of a private OKP KeyObject: it holds it already, so exporting costs no multiplication. */
@@ -56,7 +73,7 @@ export const nodeCrypto: CryptoProvider = {
         return publicHalf(key);
       },
       async agree(publicKey) {
-        const peer = publicKeyObject('X25519', publicKey);
+        const peer = x25519PublicKeyObject(publicKey);
         let shared: Buffer;
         try {
           shared = diffieHellman({ privateKey: key, publicKey: peer });
@@ -104,7 +121,7 @@ export const nodeCrypto: CryptoProvider = {
   async ed25519Verify(publicKey, message, signature) {
     if (publicKey.length !== 32 || signature.length !== 64) return false;
     try {
-      return verify(null, message, publicKeyObject('Ed25519', publicKey), signature);
+      return verify(null, message, ed25519VerifyKey(publicKey), signature);
     } catch {
       // OpenSSL refuses to decode some non-canonical points: that is a failed verification.
       return false;
