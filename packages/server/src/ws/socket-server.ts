@@ -90,7 +90,14 @@ class Connection {
   }
 
   send(frame: unknown): void {
-    if (this.socket.readyState === this.socket.OPEN) this.socket.send(JSON.stringify(frame));
+    this.sendText(JSON.stringify(frame));
+  }
+
+  /** Frames sent in one turn of the event loop leave in one write (see SocketServer.cork). */
+  sendText(text: string): void {
+    if (this.socket.readyState !== this.socket.OPEN) return;
+    this.server.cork(this.socket);
+    this.socket.send(text);
   }
 
   async onFrame(data: RawData): Promise<void> {
@@ -124,18 +131,78 @@ class Connection {
       if (url.origin !== 'http://socket.invalid' || !SOCKET_REQUEST_PATH.test(url.pathname)) {
         return answer(404, 'not_found', 'not available over the socket');
       }
-      request = new Request(url, {
-        method: method.toUpperCase(),
-        ...(body === undefined ? {} : { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } }),
-      });
+      request = socketRequest(url, method.toUpperCase(), body);
     } catch {
       // An unparsable path, an invalid method, or a body on GET.
       return answer(400, 'invalid_request', 'not a valid request');
     }
     const response = await this.server.app.fetch(request, { device: this.device });
-    const text = await response.text();
+    const text = bodyText(response) ?? (await response.text());
+    if (text && response.headers.get('content-type')?.startsWith('application/json')) {
+      // The app's JSON goes into the frame as it is, not parsed and serialized once more.
+      const idField = id === undefined ? '' : `"id":${JSON.stringify(id)},`;
+      return this.sendText(`{"type":"response",${idField}"status":${response.status},"body":${text}}`);
+    }
     this.send({ type: 'response', id, status: response.status, body: text ? JSON.parse(text) : null });
   }
+}
+
+/** An HTTP method token (RFC 9110), as `new Request` accepts it. */
+const METHOD_TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+/**
+ * The Request a request frame stands for. The frame's body is already parsed: the app gets it back
+ * from `json()` as it is, instead of as a string serialized into a body stream and parsed again,
+ * which cost more than all the rest of a send. Whatever else the app might ask of the request (the
+ * body stream, a signal, clone()) comes from a real Request, made on first use. `body` reads null,
+ * so the body-limit middleware has nothing to count: the socket's maxPayload (512 KiB, the HTTP
+ * JSON body limit too) already bounds the frame and so the body. Throws as `new Request` would for
+ * an invalid method or a body on GET or HEAD.
+ */
+function socketRequest(url: URL, method: string, body: unknown): Request {
+  if (body === undefined) return new Request(url, { method });
+  if (!METHOD_TOKEN.test(method) || method === 'GET' || method === 'HEAD') {
+    throw new TypeError('not a valid request');
+  }
+  let real: Request | undefined;
+  const fields: Record<PropertyKey, unknown> = {
+    url: url.href,
+    method,
+    headers: new Headers({ 'content-type': 'application/json' }),
+    body: null,
+    json: () => Promise.resolve(body),
+    text: () => Promise.resolve(JSON.stringify(body)),
+  };
+  return new Proxy(fields, {
+    get(target, key) {
+      if (key in target) return target[key];
+      real ??= new Request(url, {
+        method,
+        body: JSON.stringify(body),
+        headers: { 'content-type': 'application/json' },
+      });
+      const value = Reflect.get(real, key, real);
+      return typeof value === 'function' ? value.bind(real) : value;
+    },
+  }) as unknown as Request;
+}
+
+/**
+ * The body of a response the app made with `c.json()`, read without `response.text()`. Under
+ * @hono/node-server, Response is a lightweight class that keeps [status, body, headers] until
+ * something asks for the real Response, and text() makes one, with a body stream to read back
+ * (a quarter of the cost of a send over the socket). Its key is a private symbol named "cache";
+ * when that is not there (another Response class) this returns undefined and the caller reads
+ * text() as usual.
+ */
+function bodyText(response: Response): string | undefined {
+  for (const key of Object.getOwnPropertySymbols(response)) {
+    if (key.description !== 'cache') continue;
+    const cache = (response as unknown as Record<symbol, unknown>)[key];
+    const body = Array.isArray(cache) ? cache[1] : undefined;
+    return typeof body === 'string' ? body : undefined;
+  }
+  return undefined;
 }
 
 /** Accepts authenticated sockets on GET /v1/websocket and delivers queues live. */
@@ -143,6 +210,7 @@ export class SocketServer implements DeliveryNotifier {
   private readonly wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 512 * 1024 });
   private readonly byDevice = new Map<string, Set<Connection>>();
   private readonly pinger: NodeJS.Timeout;
+  private readonly corked = new Set<Duplex>();
   app!: App;
 
   constructor(
@@ -211,6 +279,25 @@ export class SocketServer implements DeliveryNotifier {
       this.logger.error({ err: { message: (error as Error).message } }, 'websocket drain failed');
     });
   }
+
+  /**
+   * Holds the socket's writes until the end of this turn of the event loop, so that the frames of
+   * one turn (under load: a device's answers and envelopes from one group commit) go out in one
+   * write instead of a syscall each. ws corks and uncorks around every frame; this outer cork
+   * keeps the data buffered until the uncork in setImmediate.
+   */
+  cork(socket: WebSocket): void {
+    const stream = (socket as unknown as { _socket?: Duplex })._socket;
+    if (!stream || this.corked.has(stream)) return;
+    if (this.corked.size === 0) setImmediate(this.uncorkAll);
+    this.corked.add(stream);
+    stream.cork();
+  }
+
+  private readonly uncorkAll = (): void => {
+    for (const stream of this.corked) stream.uncork();
+    this.corked.clear();
+  };
 
   async notify(accountId: string, deviceId: number): Promise<boolean> {
     const set = this.byDevice.get(`${accountId}.${deviceId}`);

@@ -1,3 +1,5 @@
+import { createRequire } from 'node:module';
+import { MessageChannel, type MessagePort, Worker, receiveMessageOnPort } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { ApiError, badRequest } from '../../core/errors.ts';
 import type {
@@ -152,6 +154,14 @@ function parseCursor(cursor: string | undefined): number {
   return Number(cursor);
 }
 
+const INSERT_RECEIPT_SQL = `INSERT INTO send_receipts (source_account_id, source_device_id, message_id, expires_at)
+  VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`;
+const INSERT_ENVELOPE_SQL = `INSERT INTO envelopes
+  (account_id, device_id, guid, type, source_account_id, source_device_id, timestamp, server_timestamp, content,
+   expires_at)
+  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`;
+const DELETE_ENVELOPE_SQL = 'DELETE FROM envelopes WHERE account_id = ? AND device_id = ? AND guid = ?';
+
 function prepareStatements(db: Database.Database) {
   const s = <R = unknown>(sql: string) => db.prepare<unknown[], R>(sql);
   return {
@@ -231,22 +241,14 @@ function prepareStatements(db: Database.Database) {
        RETURNING key_id, public_key, signature`,
     ),
 
-    insertReceipt: s(
-      `INSERT INTO send_receipts (source_account_id, source_device_id, message_id, expires_at) VALUES (?, ?, ?, ?)
-       ON CONFLICT DO NOTHING`,
-    ),
-    insertEnvelope: s(
-      `INSERT INTO envelopes
-         (account_id, device_id, guid, type, source_account_id, source_device_id, timestamp, server_timestamp,
-          content, expires_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    ),
+    insertReceipt: s(INSERT_RECEIPT_SQL),
+    insertEnvelope: s(INSERT_ENVELOPE_SQL),
     fetchQueue: s<EnvelopeRow>(
       `SELECT * FROM envelopes
         WHERE account_id = ? AND device_id = ? AND position > ? AND expires_at > ?
         ORDER BY position LIMIT ?`,
     ),
-    deleteEnvelope: s('DELETE FROM envelopes WHERE account_id = ? AND device_id = ? AND guid = ?'),
+    deleteEnvelope: s(DELETE_ENVELOPE_SQL),
     countQueue: s<{ n: number }>(
       'SELECT count(*) AS n FROM envelopes WHERE account_id = ? AND device_id = ? AND expires_at > ?',
     ),
@@ -264,6 +266,420 @@ function prepareStatements(db: Database.Database) {
   };
 }
 
+/*
+ * Writes travel to the writer thread as flat arrays (structured clone copies arrays of primitives
+ * several times faster than objects with named fields):
+ *   delete: [id, accountId, deviceId, guid]
+ *   insert: [id, receipt, ...envelope] with receipt = [sourceAccountId, sourceDeviceId, messageId,
+ *           expiresAt] or null, then ENVELOPE_FIELDS values per envelope in INSERT_ENVELOPE_SQL's order.
+ * Outcomes come back as one flat array per transaction: first 1 if another connection (this
+ * process's main one, or another process) committed since the writer's last transaction, else 0;
+ * then per write its id and result: a delete's true/false, an insert's queue positions (or false
+ * for a duplicate receipt), or an error.
+ */
+type WriteOp = unknown[];
+type Described = { name: string; message: string; code?: string };
+const ENVELOPE_FIELDS = 10;
+
+function encodeInsert(id: number, envelopes: Envelope[], receipt: SendReceipt | undefined): WriteOp {
+  const op: unknown[] = [
+    id,
+    receipt ? [receipt.sourceAccountId, receipt.sourceDeviceId, receipt.messageId, receipt.expiresAt] : null,
+  ];
+  for (const e of envelopes) {
+    // A view into a larger buffer would be copied whole to the writer thread.
+    const content = e.content.byteLength === e.content.buffer.byteLength ? e.content : e.content.slice();
+    op.push(
+      e.destinationAccountId,
+      e.destinationDeviceId,
+      e.guid,
+      e.type,
+      e.sourceAccountId,
+      e.sourceDeviceId,
+      e.timestamp,
+      e.serverTimestamp,
+      content,
+      e.expiresAt,
+    );
+  }
+  return op;
+}
+
+/*
+ * The writer thread, as plain JavaScript (it runs without the TypeScript loader). It owns a second
+ * connection to the same file with the same pragmas, and commits every write that reached it since
+ * its last commit in ONE immediate transaction: group commit. While one commit waits for its fsync,
+ * the next writes queue up in its port and go into the next transaction together.
+ *
+ * A write of several statements must be all or nothing, and one failing write must not fail the
+ * others. A savepoint per write would give both but triples the cost of a write, so the writes run
+ * without: if any of them throws (never expected: the inputs are validated, guids are random), the
+ * whole transaction rolls back and runs again with a savepoint per write. If the transaction
+ * itself fails, every write of it fails and none of it is stored.
+ */
+const WRITER_SOURCE = `
+const { workerData } = require('node:worker_threads');
+const Database = require(workerData.driver);
+const { port, closed, path, busyTimeoutMs, synchronous, sql } = workerData;
+const db = new Database(path, { timeout: busyTimeoutMs });
+db.pragma('busy_timeout = ' + busyTimeoutMs);
+db.pragma('synchronous = ' + synchronous);
+db.pragma('foreign_keys = ON');
+const insertReceipt = db.prepare(sql.insertReceipt);
+const insertEnvelope = db.prepare(sql.insertEnvelope);
+const deleteEnvelope = db.prepare(sql.deleteEnvelope);
+const dataVersion = db.prepare('PRAGMA data_version').pluck();
+let lastVersion;
+const FIELDS = ${ENVELOPE_FIELDS};
+function apply(op) {
+  if (op.length === 4) return deleteEnvelope.run(op[1], op[2], op[3]).changes > 0;
+  const r = op[1];
+  if (r && insertReceipt.run(r[0], r[1], r[2], r[3]).changes === 0) return false;
+  const positions = [];
+  for (let i = 2; i < op.length; i += FIELDS) {
+    const row = insertEnvelope.run(op[i], op[i + 1], op[i + 2], op[i + 3], op[i + 4], op[i + 5], op[i + 6], op[i + 7], op[i + 8], op[i + 9]);
+    positions.push(Number(row.lastInsertRowid));
+  }
+  return positions;
+}
+const applyAlone = db.transaction(apply);
+const describe = (error) => ({ name: error.name, message: error.message, code: error.code });
+const fast = db.transaction((ops, outcomes) => {
+  for (const op of ops) outcomes.push(op[0], apply(op));
+  return outcomes;
+});
+const safe = db.transaction((ops, outcomes) => {
+  for (const op of ops) {
+    try {
+      outcomes.push(op[0], applyAlone(op));
+    } catch (error) {
+      if (!db.inTransaction) throw error;
+      outcomes.push(op[0], describe(error));
+    }
+  }
+  return outcomes;
+});
+let pending = [];
+let scheduled = false;
+function run() {
+  scheduled = false;
+  const ops = pending;
+  pending = [];
+  if (ops.length === 0) return;
+  const version = dataVersion.get();
+  const head = [lastVersion !== undefined && version !== lastVersion ? 1 : 0];
+  lastVersion = version;
+  let outcomes;
+  try {
+    outcomes = fast.immediate(ops, head.slice());
+  } catch {
+    try {
+      outcomes = safe.immediate(ops, head.slice());
+    } catch (error) {
+      const described = describe(error);
+      outcomes = head.slice();
+      for (const op of ops) outcomes.push(op[0], described);
+    }
+  }
+  port.postMessage(outcomes);
+}
+port.on('message', (message) => {
+  if (message === 'close') {
+    run();
+    db.close();
+    port.close();
+    Atomics.store(closed, 0, 1);
+    Atomics.notify(closed, 0);
+    return;
+  }
+  for (const op of message) pending.push(op);
+  if (!scheduled) {
+    scheduled = true;
+    setImmediate(run);
+  }
+});
+`;
+
+interface Waiting {
+  resolve: (value: boolean) => void;
+  reject: (error: Error) => void;
+  /** An insert: what it stores. */
+  envelopes?: Envelope[];
+  /** A delete: from which device's queue, which guid. */
+  device?: string;
+  guid?: string;
+}
+
+const deviceKey = (accountId: string, deviceId: number) => `${accountId}.${deviceId}`;
+
+/** Devices whose queue tail is kept, envelopes kept per device, and content bytes kept in all. */
+const MAX_TAILS = 4096;
+const MAX_TAIL_ENVELOPES = 1024;
+const MAX_TAIL_BYTES = 32 * 1024 * 1024;
+
+/**
+ * The end of some devices' queues, in memory, so that live delivery does not read back from the
+ * database what this process has just written. Every envelope is inserted by the writer thread,
+ * which hands back its queue position; a tail starts when a read after a cursor reached the end of
+ * a queue (`learn`), and from then on holds exactly the envelopes of that device after `from`:
+ * those of the read, then every insert the writer reports, minus every committed delete. A read
+ * (`read`) after a cursor at or past `from` is answered from it. Anything that changes envelopes
+ * otherwise (the main connection deleting a replaced account's queues or expired envelopes,
+ * another process writing the file) drops all tails, and reads go to the database again.
+ */
+class QueueTails {
+  private readonly tails = new Map<string, { from: number; last: number; items: QueuedEnvelope[] }>();
+  private bytes = 0;
+
+  /** The envelopes after `after`, if this device's tail covers them; undefined if it does not. */
+  read(key: string, after: number, limit: number, now: number): QueuedEnvelope[] | undefined {
+    const tail = this.tails.get(key);
+    if (!tail || after < tail.from) return undefined;
+    // Most recently read last: eviction drops the least recently read tails first.
+    this.tails.delete(key);
+    this.tails.set(key, tail);
+    const page: QueuedEnvelope[] = [];
+    for (const e of tail.items) {
+      if (page.length >= limit) break;
+      if (Number(e.cursor) > after && e.expiresAt > now) page.push(e);
+    }
+    return page;
+  }
+
+  /** A database read after `after` returned `page`; if that is the whole rest of the queue, keep it. */
+  learn(key: string, after: number, page: QueuedEnvelope[], limit: number): void {
+    if (page.length >= limit || page.length > MAX_TAIL_ENVELOPES) return;
+    this.drop(key);
+    const last = page.length > 0 ? Number((page[page.length - 1] as QueuedEnvelope).cursor) : after;
+    this.tails.set(key, { from: after, last, items: page });
+    for (const e of page) this.bytes += e.content.byteLength;
+    this.trim();
+  }
+
+  inserted(envelopes: Envelope[], positions: number[]): void {
+    if (this.tails.size === 0) return;
+    for (const [i, e] of envelopes.entries()) {
+      const key = deviceKey(e.destinationAccountId, e.destinationDeviceId);
+      const tail = this.tails.get(key);
+      const position = positions[i] as number;
+      // A position up to `last` was already in the read that started the tail.
+      if (!tail || position <= tail.last) continue;
+      if (tail.items.length >= MAX_TAIL_ENVELOPES) {
+        this.drop(key);
+        continue;
+      }
+      tail.items.push({ ...e, cursor: String(position) });
+      tail.last = position;
+      this.bytes += e.content.byteLength;
+    }
+    this.trim();
+  }
+
+  deleted(key: string, guid: string): void {
+    const tail = this.tails.get(key);
+    if (!tail) return;
+    const i = tail.items.findIndex((e) => e.guid === guid);
+    if (i < 0) return;
+    this.bytes -= (tail.items[i] as QueuedEnvelope).content.byteLength;
+    tail.items.splice(i, 1);
+  }
+
+  clear(): void {
+    this.tails.clear();
+    this.bytes = 0;
+  }
+
+  private drop(key: string): void {
+    const tail = this.tails.get(key);
+    if (!tail) return;
+    for (const e of tail.items) this.bytes -= e.content.byteLength;
+    this.tails.delete(key);
+  }
+
+  private trim(): void {
+    for (const key of this.tails.keys()) {
+      if (this.tails.size <= MAX_TAILS && this.bytes <= MAX_TAIL_BYTES) return;
+      this.drop(key);
+    }
+  }
+}
+
+/**
+ * Main-thread side of the group-commit writer. Writes submitted during one turn of the event loop
+ * go to the writer thread in one message; the promise of each settles once the transaction that
+ * holds it has committed (synchronous = FULL: the WAL is on disk). The event loop never waits for
+ * an fsync of these writes, so the server keeps parsing, delivering and answering meanwhile.
+ */
+class GroupCommitWriter {
+  /** Told, before the writes it concerns settle, what was committed; see QueueTails. */
+  tails: QueueTails | undefined;
+  private worker: Worker | undefined;
+  private port: MessagePort | undefined;
+  private readonly closed = new Int32Array(new SharedArrayBuffer(4));
+  private nextId = 1;
+  /** Highest id settled so far: writes settle in id order (the order they were submitted). */
+  private settledId = 0;
+  private readonly waiting = new Map<number, Waiting>();
+  private queued: WriteOp[] = [];
+  private scheduled = false;
+  private stopped = false;
+  /** Per device, the id of its newest delete not yet settled. */
+  private readonly newestDelete = new Map<string, number>();
+  /** Promises handed out by `settled`, by the id they wait for. */
+  private readonly barriers = new Map<number, { promise: Promise<void>; resolve: () => void }>();
+
+  constructor(
+    private readonly path: string,
+    private readonly options: { busyTimeoutMs: number; synchronous: 'FULL' | 'NORMAL' },
+  ) {}
+
+  insert(envelopes: Envelope[], receipt: SendReceipt | undefined): Promise<boolean> {
+    return this.submit(encodeInsert(this.nextId, envelopes, receipt), { envelopes });
+  }
+
+  delete(accountId: string, deviceId: number, guid: string): Promise<boolean> {
+    return this.submit([this.nextId, accountId, deviceId, guid], { device: deviceKey(accountId, deviceId), guid });
+  }
+
+  /** `op[0]` is `this.nextId`. */
+  private submit(op: WriteOp, what: Omit<Waiting, 'resolve' | 'reject'>): Promise<boolean> {
+    if (this.stopped) return Promise.reject(new Error('the storage is closed'));
+    const id = this.nextId++;
+    if (what.device) this.newestDelete.set(what.device, id);
+    const promise = new Promise<boolean>((resolve, reject) => this.waiting.set(id, { ...what, resolve, reject }));
+    this.queued.push(op);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.flush);
+    }
+    return promise;
+  }
+
+  /**
+   * Settles once every write submitted so far (or, given a device, every delete from its queue
+   * submitted so far) is committed or failed; undefined when there is none.
+   */
+  settled(accountId?: string, deviceId?: number): Promise<void> | undefined {
+    const id =
+      accountId === undefined ? this.nextId - 1 : this.newestDelete.get(deviceKey(accountId, deviceId as number));
+    if (id === undefined || id <= this.settledId) return undefined;
+    let barrier = this.barriers.get(id);
+    if (!barrier) {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => {
+        resolve = r;
+      });
+      barrier = { promise, resolve };
+      this.barriers.set(id, barrier);
+    }
+    return barrier.promise;
+  }
+
+  private readonly flush = (): void => {
+    this.scheduled = false;
+    if (this.queued.length === 0) return;
+    const port = this.start();
+    port.ref();
+    port.postMessage(this.queued);
+    this.queued = [];
+  };
+
+  private start(): MessagePort {
+    if (this.port) return this.port;
+    const { port1, port2 } = new MessageChannel();
+    const worker = new Worker(WRITER_SOURCE, {
+      eval: true,
+      workerData: {
+        port: port2,
+        closed: this.closed,
+        driver: createRequire(import.meta.url).resolve('better-sqlite3'),
+        path: this.path,
+        busyTimeoutMs: this.options.busyTimeoutMs,
+        synchronous: this.options.synchronous,
+        sql: {
+          insertReceipt: INSERT_RECEIPT_SQL,
+          insertEnvelope: INSERT_ENVELOPE_SQL,
+          deleteEnvelope: DELETE_ENVELOPE_SQL,
+        },
+      },
+      transferList: [port2],
+    });
+    worker.unref();
+    port1.on('message', (outcomes: unknown[]) => {
+      this.settleAll(outcomes);
+      if (this.waiting.size === 0) port1.unref();
+    });
+    const fail = (error: Error) => {
+      // Nothing of the writes still waiting is known to be stored: each of them fails.
+      if (this.worker !== worker) return;
+      this.worker = undefined;
+      this.port = undefined;
+      port1.close();
+      this.failAll(error);
+    };
+    worker.on('error', fail);
+    worker.on('exit', (code) => fail(new Error(`the SQLite writer thread exited (${code})`)));
+    this.worker = worker;
+    this.port = port1;
+    return port1;
+  }
+
+  private settleAll(outcomes: unknown[]): void {
+    if (outcomes[0] === 1) this.tails?.clear();
+    for (let i = 1; i < outcomes.length; i += 2) this.settle(outcomes[i] as number, outcomes[i + 1]);
+  }
+
+  private settle(id: number, result: unknown): void {
+    const w = this.waiting.get(id);
+    if (!w) return;
+    this.waiting.delete(id);
+    if (id > this.settledId) this.settledId = id;
+    if (w.device && this.newestDelete.get(w.device) === id) this.newestDelete.delete(w.device);
+    if (Array.isArray(result)) {
+      if (w.envelopes) this.tails?.inserted(w.envelopes, result as number[]);
+      w.resolve(true);
+    } else if (typeof result === 'boolean') {
+      if (result && w.device && w.guid) this.tails?.deleted(w.device, w.guid);
+      w.resolve(result);
+    } else {
+      w.reject(Object.assign(new Error((result as Described).message), result));
+    }
+    const barrier = this.barriers.get(id);
+    if (barrier) {
+      this.barriers.delete(id);
+      barrier.resolve();
+    }
+  }
+
+  private failAll(error: Error): void {
+    for (const id of [...this.waiting.keys()]) this.settle(id, { name: error.name, message: error.message });
+    for (const barrier of this.barriers.values()) barrier.resolve();
+    this.barriers.clear();
+    this.newestDelete.clear();
+    this.settledId = this.nextId - 1;
+  }
+
+  /** Commits what is queued, waits for the writer thread to close its connection, settles every write. */
+  close(): void {
+    this.stopped = true;
+    if (this.queued.length > 0) this.start();
+    const port = this.port;
+    const worker = this.worker;
+    if (port && worker) {
+      if (this.queued.length > 0) port.postMessage(this.queued);
+      this.queued = [];
+      port.postMessage('close');
+      Atomics.wait(this.closed, 0, 0, this.options.busyTimeoutMs + 10_000);
+      for (let m = receiveMessageOnPort(port); m; m = receiveMessageOnPort(port)) this.settleAll(m.message);
+      this.worker = undefined;
+      this.port = undefined;
+      port.close();
+      void worker.terminate();
+    }
+    this.failAll(new Error('the storage is closed'));
+  }
+}
+
 /**
  * The embedded storage: one SQLite file in WAL mode, synchronous = FULL, foreign keys on. Every
  * write that touches more than one row runs in one IMMEDIATE transaction (the write lock is taken
@@ -275,9 +691,14 @@ export class SqliteStorage implements Storage {
   readonly db: Database.Database;
   private readonly q: ReturnType<typeof prepareStatements>;
   private readonly tx;
+  /** Envelope inserts and deletes (the hot path) go through group commit; undefined for ':memory:'. */
+  private readonly writer: GroupCommitWriter | undefined;
+  private readonly tails = new QueueTails();
 
-  private constructor(db: Database.Database) {
+  private constructor(db: Database.Database, writer: GroupCommitWriter | undefined) {
     this.db = db;
+    this.writer = writer;
+    if (writer) writer.tails = this.tails;
     this.q = prepareStatements(db);
     this.tx = {
       createAccount: this.immediate(this.createAccountWrite),
@@ -293,21 +714,25 @@ export class SqliteStorage implements Storage {
 
   static open(path: string, options: SqliteStorageOptions = {}): SqliteStorage {
     const busyTimeoutMs = options.busyTimeoutMs ?? 10_000;
+    const synchronous = options.synchronous ?? 'FULL';
     const db = new Database(path, { timeout: busyTimeoutMs });
     try {
       db.pragma(`busy_timeout = ${busyTimeoutMs}`);
       db.pragma('journal_mode = WAL');
-      db.pragma(`synchronous = ${options.synchronous ?? 'FULL'}`);
+      db.pragma(`synchronous = ${synchronous}`);
       db.pragma('foreign_keys = ON');
       migrate(db);
-      return new SqliteStorage(db);
+      const inMemory = path === '' || path === ':memory:' || path.startsWith('file::memory:');
+      return new SqliteStorage(db, inMemory ? undefined : new GroupCommitWriter(path, { busyTimeoutMs, synchronous }));
     } catch (error) {
       db.close();
       throw error;
     }
   }
 
+  /** Commits the envelope writes still queued, then closes both connections. */
   close(): void {
+    this.writer?.close();
     if (this.db.open) this.db.close();
   }
 
@@ -362,10 +787,10 @@ export class SqliteStorage implements Storage {
     const session = this.q.getSession.get(sessionId);
     if (!session) throw new ApiError(404, 'verification_session_not_found', 'no such verification session');
     if (session.consumed === 1) {
-      throw new ApiError(409, 'verification_session_consumed', 'the verification session was already used');
+      throw new ApiError(409, 'verification_session_used', 'the verification session was already used');
     }
     if (session.verified !== 1) {
-      throw new ApiError(403, 'verification_session_not_verified', 'the number has not been verified');
+      throw new ApiError(403, 'number_not_verified', 'the number has not been verified');
     }
     if (session.number !== account.number) {
       throw badRequest('number_mismatch', 'the verification session is for another number');
@@ -377,6 +802,7 @@ export class SqliteStorage implements Storage {
     const existing = this.q.getAccountByNumber.get(account.number);
     if (existing) {
       this.q.deleteQueuesOfAccount.run(existing.id);
+      this.tails.clear();
       this.q.deleteReceiptsOfAccount.run(existing.id);
       this.q.deleteAccount.run(existing.id); // cascades to devices and their keys
     }
@@ -515,7 +941,8 @@ export class SqliteStorage implements Storage {
    * removes it.
    */
   async insertEnvelopes(envelopes: Envelope[], receipt?: SendReceipt): Promise<boolean> {
-    return this.tx.insertEnvelopes(envelopes, receipt);
+    if (!this.writer) return this.tx.insertEnvelopes(envelopes, receipt);
+    return this.writer.insert(envelopes, receipt);
   }
 
   /** An envelope is expired when `expiresAt <= now`. Rejects with ApiError 400 on a malformed cursor. */
@@ -527,19 +954,37 @@ export class SqliteStorage implements Storage {
     afterCursor?: string,
   ): Promise<QueuedEnvelope[]> {
     const after = parseCursor(afterCursor);
-    return this.q.fetchQueue.all(accountId, deviceId, after, now, Math.max(0, Math.floor(limit))).map(toEnvelope);
+    // A read from the start of the queue (a new socket, GET /v1/messages) does not hand out again
+    // what was acknowledged before it: it waits for the deletes of acks that are still committing.
+    // A read after a cursor (a socket's own delivery) never needs to: those are behind its cursor.
+    if (afterCursor === undefined) await this.writer?.settled(accountId, deviceId);
+    const count = Math.max(0, Math.floor(limit));
+    // A socket's own delivery reads after its cursor, usually just what was committed a moment
+    // ago: the tail in memory has it, without a read of pages the writer thread just changed.
+    const key = deviceKey(accountId, deviceId);
+    if (this.writer && afterCursor !== undefined) {
+      const cached = this.tails.read(key, after, count, now);
+      if (cached) return cached;
+    }
+    const page = this.q.fetchQueue.all(accountId, deviceId, after, now, count).map(toEnvelope);
+    if (this.writer && afterCursor !== undefined) this.tails.learn(key, after, page, count);
+    return page;
   }
 
+  /** Group-committed like inserts: resolves once the delete is committed. */
   async deleteEnvelope(accountId: string, deviceId: number, guid: string): Promise<boolean> {
-    return this.q.deleteEnvelope.run(accountId, deviceId, guid).changes > 0;
+    if (!this.writer) return this.q.deleteEnvelope.run(accountId, deviceId, guid).changes > 0;
+    return this.writer.delete(accountId, deviceId, guid);
   }
 
   async countQueue(accountId: string, deviceId: number, now: number): Promise<number> {
+    await this.writer?.settled(accountId, deviceId);
     return (this.q.countQueue.get(accountId, deviceId, now) as { n: number }).n;
   }
 
   private deleteExpiredWrite(now: number): number {
     const envelopes = this.q.deleteExpiredEnvelopes.run(now).changes;
+    this.tails.clear();
     this.q.deleteExpiredReceipts.run(now);
     this.q.deleteExpiredRateLimits.run(now);
     return envelopes;
@@ -552,6 +997,7 @@ export class SqliteStorage implements Storage {
 
   /** Unexpired envelopes in all queues (the queue-depth gauge of /metrics). */
   async countAllEnvelopes(now: number): Promise<number> {
+    await this.writer?.settled();
     return (this.q.countAllEnvelopes.get(now) as { n: number }).n;
   }
 
