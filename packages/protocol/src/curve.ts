@@ -11,7 +11,8 @@ const P = 2n ** 255n - 19n;
 const L = ed25519.Point.CURVE().n;
 /**
  * 5L − 1 as an X25519 scalar, for the subgroup test in `PublicKey.isCanonical`: a multiple of 8
- * between 2²⁵⁴ and 2²⁵⁵, so X25519's clamping leaves it unchanged, and −1 modulo L.
+ * between 2²⁵⁴ and 2²⁵⁵, so X25519's clamping leaves it unchanged, and −1 modulo L. Exported for
+ * the tests; read-only.
  */
 export const TORSION_CHECK_SCALAR = numberToBytesLE(5n * L - 1n, 32);
 
