@@ -271,7 +271,9 @@ function prepareStatements(db: Database.Database) {
  * several times faster than objects with named fields):
  *   delete: [id, accountId, deviceId, guid]
  *   insert: [id, receipt, ...envelope] with receipt = [sourceAccountId, sourceDeviceId, messageId,
- *           expiresAt] or null, then ENVELOPE_FIELDS values per envelope in INSERT_ENVELOPE_SQL's order.
+ *           expiresAt] or null, then ENVELOPE_FIELDS values per envelope in INSERT_ENVELOPE_SQL's order,
+ *           where the content is its length: the contents of one message to the writer are copied
+ *           one after another into one buffer that is transferred, not cloned.
  * Outcomes come back as one flat array per transaction: first 1 if another connection (this
  * process's main one, or another process) committed since the writer's last transaction, else 0;
  * then per write its id and result: a delete's true/false, an insert's queue positions (or false
@@ -287,8 +289,6 @@ function encodeInsert(id: number, envelopes: Envelope[], receipt: SendReceipt | 
     receipt ? [receipt.sourceAccountId, receipt.sourceDeviceId, receipt.messageId, receipt.expiresAt] : null,
   ];
   for (const e of envelopes) {
-    // A view into a larger buffer would be copied whole to the writer thread.
-    const content = e.content.byteLength === e.content.buffer.byteLength ? e.content : e.content.slice();
     op.push(
       e.destinationAccountId,
       e.destinationDeviceId,
@@ -298,7 +298,7 @@ function encodeInsert(id: number, envelopes: Envelope[], receipt: SendReceipt | 
       e.sourceDeviceId,
       e.timestamp,
       e.serverTimestamp,
-      content,
+      e.content.byteLength,
       e.expiresAt,
     );
   }
@@ -392,7 +392,18 @@ port.on('message', (message) => {
     Atomics.notify(closed, 0);
     return;
   }
-  for (const op of message) pending.push(op);
+  const [ops, contents] = message;
+  let offset = 0;
+  for (const op of ops) {
+    if (op.length !== 4) {
+      for (let i = 2 + 8; i < op.length; i += FIELDS) {
+        const length = op[i];
+        op[i] = contents.subarray(offset, offset + length);
+        offset += length;
+      }
+    }
+    pending.push(op);
+  }
   if (!scheduled) {
     scheduled = true;
     setImmediate(run);
@@ -404,14 +415,18 @@ interface Waiting {
   resolve: (value: boolean) => void;
   reject: (error: Error) => void;
   /** An insert: what it stores. */
-  envelopes?: Envelope[];
+  envelopes: Envelope[] | undefined;
   /** A delete: from which device's queue, which guid. */
-  device?: string;
-  guid?: string;
+  device: string | undefined;
+  guid: string | undefined;
 }
+
+const noop = () => {};
 
 const deviceKey = (accountId: string, deviceId: number) => `${accountId}.${deviceId}`;
 
+/** Accounts whose device list is kept in memory. */
+const MAX_CACHED_ACCOUNTS = 10_000;
 /** Devices whose queue tail is kept, envelopes kept per device, and content bytes kept in all. */
 const MAX_TAILS = 4096;
 const MAX_TAIL_ENVELOPES = 1024;
@@ -513,15 +528,24 @@ class QueueTails {
 class GroupCommitWriter {
   /** Told, before the writes it concerns settle, what was committed; see QueueTails. */
   tails: QueueTails | undefined;
+  /** Called (before settling) when a connection other than the writer's committed since its last transaction. */
+  onOtherCommit: (() => void) | undefined;
   private worker: Worker | undefined;
   private port: MessagePort | undefined;
   private readonly closed = new Int32Array(new SharedArrayBuffer(4));
   private nextId = 1;
   /** Highest id settled so far: writes settle in id order (the order they were submitted). */
   private settledId = 0;
-  private readonly waiting = new Map<number, Waiting>();
+  /** Writes not settled yet, in id order: `waiting[i]` has id `firstWaiting + i`. */
+  private waiting: (Waiting | undefined)[] = [];
+  private waitingStart = 0;
+  private firstWaiting = 1;
   private queued: WriteOp[] = [];
+  private queuedContents: Uint8Array[] = [];
+  private queuedBytes = 0;
   private scheduled = false;
+  /** A batch is with the writer thread. */
+  private busy = false;
   private stopped = false;
   /** Per device, the id of its newest delete not yet settled. */
   private readonly newestDelete = new Map<string, number>();
@@ -534,19 +558,35 @@ class GroupCommitWriter {
   ) {}
 
   insert(envelopes: Envelope[], receipt: SendReceipt | undefined): Promise<boolean> {
-    return this.submit(encodeInsert(this.nextId, envelopes, receipt), { envelopes });
+    if (this.stopped) return Promise.reject(new Error('the storage is closed'));
+    for (const e of envelopes) {
+      this.queuedContents.push(e.content);
+      this.queuedBytes += e.content.byteLength;
+    }
+    return this.submit(encodeInsert(this.nextId, envelopes, receipt), envelopes, undefined, undefined);
   }
 
   delete(accountId: string, deviceId: number, guid: string): Promise<boolean> {
-    return this.submit([this.nextId, accountId, deviceId, guid], { device: deviceKey(accountId, deviceId), guid });
+    if (this.stopped) return Promise.reject(new Error('the storage is closed'));
+    const device = deviceKey(accountId, deviceId);
+    return this.submit([this.nextId, accountId, deviceId, guid], undefined, device, guid);
   }
 
   /** `op[0]` is `this.nextId`. */
-  private submit(op: WriteOp, what: Omit<Waiting, 'resolve' | 'reject'>): Promise<boolean> {
-    if (this.stopped) return Promise.reject(new Error('the storage is closed'));
+  private submit(
+    op: WriteOp,
+    envelopes: Envelope[] | undefined,
+    device: string | undefined,
+    guid: string | undefined,
+  ): Promise<boolean> {
     const id = this.nextId++;
-    if (what.device) this.newestDelete.set(what.device, id);
-    const promise = new Promise<boolean>((resolve, reject) => this.waiting.set(id, { ...what, resolve, reject }));
+    if (device) this.newestDelete.set(device, id);
+    const w: Waiting = { resolve: noop, reject: noop, envelopes, device, guid };
+    const promise = new Promise<boolean>((resolve, reject) => {
+      w.resolve = resolve;
+      w.reject = reject;
+    });
+    this.waiting.push(w);
     this.queued.push(op);
     if (!this.scheduled) {
       this.scheduled = true;
@@ -575,14 +615,33 @@ class GroupCommitWriter {
     return barrier.promise;
   }
 
+  /**
+   * At most one batch is with the writer thread at a time: what is submitted meanwhile waits here
+   * and goes as the next batch the moment the current one is committed. One message (and one
+   * thread wake-up) each way per commit, however many writes.
+   */
   private readonly flush = (): void => {
     this.scheduled = false;
-    if (this.queued.length === 0) return;
+    if (this.queued.length === 0 || this.busy) return;
     const port = this.start();
     port.ref();
-    port.postMessage(this.queued);
-    this.queued = [];
+    this.post(port);
   };
+
+  /** Hands the queued writes to the writer thread, their contents in one transferred buffer. */
+  private post(port: MessagePort): void {
+    const contents = new Uint8Array(this.queuedBytes);
+    let offset = 0;
+    for (const c of this.queuedContents) {
+      contents.set(c, offset);
+      offset += c.byteLength;
+    }
+    port.postMessage([this.queued, contents], [contents.buffer]);
+    this.busy = true;
+    this.queued = [];
+    this.queuedContents = [];
+    this.queuedBytes = 0;
+  }
 
   private start(): MessagePort {
     if (this.port) return this.port;
@@ -606,15 +665,22 @@ class GroupCommitWriter {
     });
     worker.unref();
     port1.on('message', (outcomes: unknown[]) => {
+      this.busy = false;
       this.settleAll(outcomes);
-      if (this.waiting.size === 0) port1.unref();
+      if (this.queued.length > 0) this.post(port1);
+      else if (this.pending === 0) port1.unref();
     });
     const fail = (error: Error) => {
       // Nothing of the writes still waiting is known to be stored: each of them fails.
       if (this.worker !== worker) return;
       this.worker = undefined;
       this.port = undefined;
+      this.busy = false;
       port1.close();
+      // Writes not handed over yet fail with them: none of them may be stored after its failure.
+      this.queued = [];
+      this.queuedContents = [];
+      this.queuedBytes = 0;
       this.failAll(error);
     };
     worker.on('error', fail);
@@ -625,14 +691,24 @@ class GroupCommitWriter {
   }
 
   private settleAll(outcomes: unknown[]): void {
-    if (outcomes[0] === 1) this.tails?.clear();
+    if (outcomes[0] === 1) this.onOtherCommit?.();
     for (let i = 1; i < outcomes.length; i += 2) this.settle(outcomes[i] as number, outcomes[i + 1]);
   }
 
   private settle(id: number, result: unknown): void {
-    const w = this.waiting.get(id);
+    const index = this.waitingStart + id - this.firstWaiting;
+    const w = this.waiting[index];
     if (!w) return;
-    this.waiting.delete(id);
+    this.waiting[index] = undefined;
+    // Outcomes arrive in id order: drop the settled front, now and then in one go.
+    while (this.waitingStart < this.waiting.length && this.waiting[this.waitingStart] === undefined) {
+      this.waitingStart++;
+      this.firstWaiting++;
+    }
+    if (this.waitingStart > 1024 && this.waitingStart * 2 > this.waiting.length) {
+      this.waiting = this.waiting.slice(this.waitingStart);
+      this.waitingStart = 0;
+    }
     if (id > this.settledId) this.settledId = id;
     if (w.device && this.newestDelete.get(w.device) === id) this.newestDelete.delete(w.device);
     if (Array.isArray(result)) {
@@ -651,8 +727,14 @@ class GroupCommitWriter {
     }
   }
 
+  /** Writes submitted and not settled yet. */
+  private get pending(): number {
+    return this.nextId - this.firstWaiting;
+  }
+
   private failAll(error: Error): void {
-    for (const id of [...this.waiting.keys()]) this.settle(id, { name: error.name, message: error.message });
+    const described = { name: error.name, message: error.message };
+    for (let id = this.firstWaiting; id < this.nextId; id++) this.settle(id, described);
     for (const barrier of this.barriers.values()) barrier.resolve();
     this.barriers.clear();
     this.newestDelete.clear();
@@ -666,8 +748,7 @@ class GroupCommitWriter {
     const port = this.port;
     const worker = this.worker;
     if (port && worker) {
-      if (this.queued.length > 0) port.postMessage(this.queued);
-      this.queued = [];
+      if (this.queued.length > 0) this.post(port);
       port.postMessage('close');
       Atomics.wait(this.closed, 0, 0, this.options.busyTimeoutMs + 10_000);
       for (let m = receiveMessageOnPort(port); m; m = receiveMessageOnPort(port)) this.settleAll(m.message);
@@ -694,11 +775,29 @@ export class SqliteStorage implements Storage {
   /** Envelope inserts and deletes (the hot path) go through group commit; undefined for ':memory:'. */
   private readonly writer: GroupCommitWriter | undefined;
   private readonly tails = new QueueTails();
+  /**
+   * Devices by account, as listDevices reads them: every send checks the destination's devices
+   * and every socket request re-checks its own device, and with the writer thread committing all
+   * the time those reads would otherwise start from a cold page cache. Valid while this
+   * connection wrote nothing (its total_changes() is unchanged; any write here may change devices)
+   * and no other connection did (the writer thread reports that; another process writing devices
+   * is seen at the writer's next transaction).
+   */
+  private readonly devices = new Map<string, Device[]>();
+  private devicesChanges = -1;
+  private readonly totalChanges: Database.Statement<[], number>;
 
   private constructor(db: Database.Database, writer: GroupCommitWriter | undefined) {
     this.db = db;
     this.writer = writer;
-    if (writer) writer.tails = this.tails;
+    this.totalChanges = db.prepare<[], number>('SELECT total_changes()').pluck();
+    if (writer) {
+      writer.tails = this.tails;
+      writer.onOtherCommit = () => {
+        this.tails.clear();
+        this.devices.clear();
+      };
+    }
     this.q = prepareStatements(db);
     this.tx = {
       createAccount: this.immediate(this.createAccountWrite),
@@ -841,12 +940,28 @@ export class SqliteStorage implements Storage {
   }
 
   async getDevice(accountId: string, deviceId: number): Promise<Device | null> {
+    if (this.writer) return this.cachedDevices(accountId).find((d) => d.deviceId === deviceId) ?? null;
     const row = this.q.getDevice.get(accountId, deviceId);
     return row ? toDevice(row) : null;
   }
 
   async listDevices(accountId: string): Promise<Device[]> {
+    if (this.writer) return this.cachedDevices(accountId).slice();
     return this.q.listDevices.all(accountId).map(toDevice);
+  }
+
+  private cachedDevices(accountId: string): Device[] {
+    const changes = this.totalChanges.get() as number;
+    if (changes !== this.devicesChanges) {
+      this.devices.clear();
+      this.devicesChanges = changes;
+    }
+    let list = this.devices.get(accountId);
+    if (list) return list;
+    list = this.q.listDevices.all(accountId).map((r) => Object.freeze(toDevice(r)));
+    if (this.devices.size >= MAX_CACHED_ACCOUNTS) this.devices.delete(this.devices.keys().next().value as string);
+    this.devices.set(accountId, list);
+    return list;
   }
 
   async setPushSubscription(accountId: string, deviceId: number, subscription: string | null): Promise<void> {
