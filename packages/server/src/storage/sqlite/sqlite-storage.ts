@@ -273,7 +273,7 @@ function prepareStatements(db: Database.Database) {
  *   insert: [id, receipt, ...envelope] with receipt = [sourceAccountId, sourceDeviceId, messageId,
  *           expiresAt] or null, then ENVELOPE_FIELDS values per envelope in INSERT_ENVELOPE_SQL's order,
  *           where the content is its length: the contents of one message to the writer are copied
- *           one after another into one buffer that is transferred, not cloned.
+ *           one after another into one buffer (transferred when large, not cloned).
  * Outcomes come back as one flat array per transaction: first 1 if another connection (this
  * process's main one, or another process) committed since the writer's last transaction, else 0;
  * then per write its id and result: a delete's true/false, an insert's queue positions (or false
@@ -628,7 +628,7 @@ class GroupCommitWriter {
     this.post(port);
   };
 
-  /** Hands the queued writes to the writer thread, their contents in one transferred buffer. */
+  /** Hands the queued writes to the writer thread, their contents in one buffer. */
   private post(port: MessagePort): void {
     const contents = new Uint8Array(this.queuedBytes);
     let offset = 0;
@@ -636,7 +636,8 @@ class GroupCommitWriter {
       contents.set(c, offset);
       offset += c.byteLength;
     }
-    port.postMessage([this.queued, contents], [contents.buffer]);
+    // Transferring beats copying only for larger buffers (it has a fixed cost of its own).
+    port.postMessage([this.queued, contents], contents.byteLength >= 16 * 1024 ? [contents.buffer] : []);
     this.busy = true;
     this.queued = [];
     this.queuedContents = [];
