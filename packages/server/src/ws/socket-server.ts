@@ -21,6 +21,8 @@ import { parseBasicAuthorization } from '../http/basic-auth.ts';
 
 /** Unacknowledged envelopes in flight per connection; delivery pauses there until acks arrive. */
 const MAX_IN_FLIGHT = 256;
+/** Request frames of one socket being served at once; reading pauses at this many. */
+const MAX_ACTIVE_REQUESTS = 128;
 const PING_INTERVAL_MS = 30_000;
 /** Paths a socket request may call: the device's own API, minus the socket and blob streams. */
 const SOCKET_REQUEST_PATH = /^\/v1\/(keys|messages|devices)(\/|$|\?)/;
@@ -37,6 +39,7 @@ class Connection {
   private draining = false;
   private dirty = false;
   private backlogDone = false;
+  private activeRequests = 0;
   alive = true;
 
   constructor(
@@ -116,7 +119,15 @@ class Connection {
       return;
     }
     if (frame?.type === 'request' && typeof frame.path === 'string' && typeof frame.method === 'string') {
-      return this.onRequest(frame.id, frame.method, frame.path, frame.body);
+      // Backpressure: with MAX_ACTIVE_REQUESTS unanswered, the socket reads nothing more until one
+      // is answered, so a client sending faster than the server stores is slowed down by TCP
+      // instead of piling up requests (and memory) in the server.
+      if (++this.activeRequests === MAX_ACTIVE_REQUESTS) this.socket.pause();
+      try {
+        return await this.onRequest(frame.id, frame.method, frame.path, frame.body);
+      } finally {
+        if (this.activeRequests-- === MAX_ACTIVE_REQUESTS) this.socket.resume();
+      }
     }
     this.send({ type: 'error', code: 'invalid_frame', message: 'unknown frame type' });
   }

@@ -423,6 +423,13 @@ interface Waiting {
 
 const noop = () => {};
 
+/**
+ * How long an acknowledgement's delete may wait for a send to share a commit with. Nothing waits
+ * on a delete but the acking socket's in-flight window; a read from the start of a queue that
+ * needs it flushes it at once.
+ */
+const DELETE_DELAY_MS = 20;
+
 const deviceKey = (accountId: string, deviceId: number) => `${accountId}.${deviceId}`;
 
 /** Accounts whose device list is kept in memory. */
@@ -453,10 +460,20 @@ class QueueTails {
     // Most recently read last: eviction drops the least recently read tails first.
     this.tails.delete(key);
     this.tails.set(key, tail);
+    // Items are in queue order: find the first after the cursor (the ones before it are usually
+    // delivered and waiting for their acks), then take up to `limit` unexpired ones.
+    const items = tail.items;
+    let lo = 0;
+    let hi = items.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (Number((items[mid] as QueuedEnvelope).cursor) > after) hi = mid;
+      else lo = mid + 1;
+    }
     const page: QueuedEnvelope[] = [];
-    for (const e of tail.items) {
-      if (page.length >= limit) break;
-      if (Number(e.cursor) > after && e.expiresAt > now) page.push(e);
+    for (let i = lo; i < items.length && page.length < limit; i++) {
+      const e = items[i] as QueuedEnvelope;
+      if (e.expiresAt > now) page.push(e);
     }
     return page;
   }
@@ -544,6 +561,9 @@ class GroupCommitWriter {
   private queuedContents: Uint8Array[] = [];
   private queuedBytes = 0;
   private scheduled = false;
+  private queuedInserts = 0;
+  /** Deletes alone wait up to DELETE_DELAY_MS, to share a commit with sends. */
+  private deleteTimer: NodeJS.Timeout | undefined;
   /** A batch is with the writer thread. */
   private busy = false;
   private stopped = false;
@@ -588,11 +608,20 @@ class GroupCommitWriter {
     });
     this.waiting.push(w);
     this.queued.push(op);
-    if (!this.scheduled) {
-      this.scheduled = true;
-      setImmediate(this.flush);
+    if (envelopes) {
+      this.queuedInserts++;
+      this.flushSoon();
+    } else if (!this.scheduled && !this.deleteTimer) {
+      this.deleteTimer = setTimeout(this.flush, DELETE_DELAY_MS);
     }
     return promise;
+  }
+
+  /** At the end of this turn of the event loop (unless a batch is with the writer already). */
+  private flushSoon(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(this.flush);
   }
 
   /**
@@ -603,6 +632,8 @@ class GroupCommitWriter {
     const id =
       accountId === undefined ? this.nextId - 1 : this.newestDelete.get(deviceKey(accountId, deviceId as number));
     if (id === undefined || id <= this.settledId) return undefined;
+    // Someone waits for it: a delete still held back goes now.
+    if (id >= this.nextId - this.queued.length) this.flushSoon();
     let barrier = this.barriers.get(id);
     if (!barrier) {
       let resolve!: () => void;
@@ -622,6 +653,10 @@ class GroupCommitWriter {
    */
   private readonly flush = (): void => {
     this.scheduled = false;
+    if (this.deleteTimer) {
+      clearTimeout(this.deleteTimer);
+      this.deleteTimer = undefined;
+    }
     if (this.queued.length === 0 || this.busy) return;
     const port = this.start();
     port.ref();
@@ -640,6 +675,7 @@ class GroupCommitWriter {
     port.postMessage([this.queued, contents], contents.byteLength >= 16 * 1024 ? [contents.buffer] : []);
     this.busy = true;
     this.queued = [];
+    this.queuedInserts = 0;
     this.queuedContents = [];
     this.queuedBytes = 0;
   }
@@ -668,7 +704,9 @@ class GroupCommitWriter {
     port1.on('message', (outcomes: unknown[]) => {
       this.busy = false;
       this.settleAll(outcomes);
-      if (this.queued.length > 0) this.post(port1);
+      // Sends waited for this commit: they go now, and held-back deletes with them. Deletes alone
+      // keep waiting for their timer (or for sends to ride along with).
+      if (this.queuedInserts > 0 || (this.queued.length > 0 && !this.deleteTimer)) this.post(port1);
       else if (this.pending === 0) port1.unref();
     });
     const fail = (error: Error) => {
@@ -680,6 +718,7 @@ class GroupCommitWriter {
       port1.close();
       // Writes not handed over yet fail with them: none of them may be stored after its failure.
       this.queued = [];
+      this.queuedInserts = 0;
       this.queuedContents = [];
       this.queuedBytes = 0;
       this.failAll(error);
@@ -745,6 +784,8 @@ class GroupCommitWriter {
   /** Commits what is queued, waits for the writer thread to close its connection, settles every write. */
   close(): void {
     this.stopped = true;
+    if (this.deleteTimer) clearTimeout(this.deleteTimer);
+    this.deleteTimer = undefined;
     if (this.queued.length > 0) this.start();
     const port = this.port;
     const worker = this.worker;
