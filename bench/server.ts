@@ -6,7 +6,8 @@
  * Env: BENCH_DEVICES, BENCH_WINDOWS, BENCH_WARMUP_MS, BENCH_MEASURE_MS, BENCH_HALF_MS,
  *      BENCH_IDLE_SOCKETS, BENCH_IDLE_ACCOUNTS, BENCH_SKIP_IDLE,
  *      BENCH_BASELINE (a git revision: its server is measured too, phase by phase, in the same run),
- *      BENCH_SERVER_NODE_ARGS (extra node flags for the server process),
+ *      BENCH_SERVER_NODE_ARGS (extra node flags for the server process), BENCH_OPEN_RATE (the open
+ *      loop's rate instead of half the max),
  *      BENCH_SERVER_PROF (a directory: the server's CPU and allocation profiles of the load phases,
  *      the load generator's whole-run CPU profile under load/).
  *
@@ -33,6 +34,8 @@ const WINDOWS = (process.env.BENCH_WINDOWS ?? '2,8,32')
 const WARMUP_MS = envInt('BENCH_WARMUP_MS', 1_500);
 const MEASURE_MS = envInt('BENCH_MEASURE_MS', 5_000);
 const HALF_MS = envInt('BENCH_HALF_MS', 10_000);
+/** The open loop's rate instead of half the max (for profiling at a given load). */
+const OPEN_RATE = envInt('BENCH_OPEN_RATE', 0);
 const IDLE_SOCKETS = envInt('BENCH_IDLE_SOCKETS', 10_000);
 const IDLE_ACCOUNTS = envInt('BENCH_IDLE_ACCOUNTS', 100);
 const SKIP_IDLE = process.env.BENCH_SKIP_IDLE === '1';
@@ -305,8 +308,8 @@ async function main(): Promise<void> {
     }
     const half: Measured[] = [];
     for (const s of subjects) {
-      const rate = Math.max(1, Math.floor((best.get(s.name) as Measured).result.deliveredPerSecond / 2));
-      const m = await measure(s, `open, ${rate}/s (½ max)`, {
+      const rate = OPEN_RATE || Math.max(1, Math.floor((best.get(s.name) as Measured).result.deliveredPerSecond / 2));
+      const m = await measure(s, `open, ${rate}/s${OPEN_RATE ? '' : ' (½ max)'}`, {
         cmd: 'open',
         rate,
         warmupMs: WARMUP_MS,
