@@ -22,7 +22,7 @@ import { parseBasicAuthorization } from '../http/basic-auth.ts';
 /** Unacknowledged envelopes in flight per connection; delivery pauses there until acks arrive. */
 const MAX_IN_FLIGHT = 256;
 /** Request frames of one socket being served at once; reading pauses at this many. */
-const MAX_ACTIVE_REQUESTS = 128;
+const MAX_ACTIVE_REQUESTS = 32;
 const PING_INTERVAL_MS = 30_000;
 /** Paths a socket request may call: the device's own API, minus the socket and blob streams. */
 const SOCKET_REQUEST_PATH = /^\/v1\/(keys|messages|devices)(\/|$|\?)/;
