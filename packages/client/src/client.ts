@@ -1078,23 +1078,6 @@ export class HushClient {
         const update = body.value;
         const id = hex(update.groupId);
         const known = parseJson<Group>(await unit.get('groups', id));
-        if (known && update.revision <= known.revision && update.action !== GroupUpdate_Action.LEAVE) {
-          // Old news, but a sender key may still come with it.
-        }
-        const selfId = this.account.accountId;
-        const member = update.members.includes(selfId);
-        const group: Group = {
-          id,
-          name: update.name,
-          members: [...update.members],
-          revision: Math.max(update.revision, known?.revision ?? 0),
-          distributionId: known?.distributionId ?? crypto.randomUUID(),
-          active: member,
-        };
-        const removal = update.action === GroupUpdate_Action.REMOVE || update.action === GroupUpdate_Action.LEAVE;
-        // After someone leaves or is removed, we re-key too: they hold our old sender key.
-        if (removal && known && member) group.distributionId = crypto.randomUUID();
-        unit.put('groups', id, jsonValue(group));
         if (update.senderKeyDistribution.length > 0) {
           await processSenderKeyDistributionMessage(
             this.crypto,
@@ -1103,6 +1086,23 @@ export class HushClient {
             stores.senderKeys,
           );
         }
+        // An update at or below the revision we have is old news (late or reordered): applying it
+        // could bring back a removed member. Only its sender key, taken above, is kept.
+        if (known && update.revision <= known.revision) return;
+        const selfId = this.account.accountId;
+        const member = update.members.includes(selfId);
+        const group: Group = {
+          id,
+          name: update.name,
+          members: [...update.members],
+          revision: update.revision,
+          distributionId: known?.distributionId ?? crypto.randomUUID(),
+          active: member,
+        };
+        const removal = update.action === GroupUpdate_Action.REMOVE || update.action === GroupUpdate_Action.LEAVE;
+        // After someone leaves or is removed, we re-key too: they hold our old sender key.
+        if (removal && known && member) group.distributionId = crypto.randomUUID();
+        unit.put('groups', id, jsonValue(group));
         const text =
           update.action === GroupUpdate_Action.CREATE
             ? `Group “${update.name}” created.`
