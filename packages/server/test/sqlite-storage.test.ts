@@ -10,7 +10,7 @@ import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ApiError, PayloadTooLargeError } from '../src/core/errors.ts';
 import type { Account, Device, KeyUpload } from '../src/core/ports.ts';
 import { FileAttachmentStore } from '../src/storage/sqlite/files-attachment-store.ts';
-import { SCHEMA_VERSION, migrate } from '../src/storage/sqlite/migrations.ts';
+import { SCHEMA_VERSION, migrate, migrations } from '../src/storage/sqlite/migrations.ts';
 import { SqliteStorage } from '../src/storage/sqlite/sqlite-storage.ts';
 import { storageContract } from './storage-contract.ts';
 
@@ -91,6 +91,61 @@ describe('SqliteStorage', () => {
     storage = SqliteStorage.open(path);
     expect(storage.db.pragma('user_version', { simple: true })).toBe(SCHEMA_VERSION);
     expect(schema()).toEqual(before);
+  });
+
+  it('migrates a database of schema 1 (before device linking): its devices stay and can be joined by linked ones', async () => {
+    const oldPath = tempDb();
+    const db = new Database(oldPath);
+    db.exec((migrations[0] as { sql: string }).sql);
+    db.pragma('user_version = 1');
+    const accountId = randomUUID();
+    db.prepare('INSERT INTO accounts (id, number, identity_key, name, created_at) VALUES (?, ?, ?, NULL, ?)').run(
+      accountId,
+      '+14155550999',
+      bytes(33, 5),
+      T0,
+    );
+    db.prepare(
+      `INSERT INTO devices (account_id, device_id, registration_id, password_hash, password_salt, created_at)
+       VALUES (?, 1, 7, ?, ?, ?)`,
+    ).run(accountId, bytes(32, 2), bytes(16, 3), T0);
+    db.close();
+
+    const migrated = SqliteStorage.open(oldPath);
+    try {
+      expect(migrated.db.pragma('user_version', { simple: true })).toBe(SCHEMA_VERSION);
+      expect(await migrated.getDevice(accountId, 1)).toEqual({
+        accountId,
+        deviceId: 1,
+        registrationId: 7,
+        passwordHash: bytes(32, 2),
+        passwordSalt: bytes(16, 3),
+        createdAt: T0,
+      });
+      const codeHash = bytes(32, 77);
+      await migrated.insertLinkCode({ codeHash, accountId, createdAt: T0, expiresAt: T0 + 600_000 });
+      const linked = await migrated.linkDevice(
+        codeHash,
+        {
+          accountId,
+          registrationId: 8,
+          passwordHash: bytes(32, 4),
+          passwordSalt: bytes(16, 5),
+          createdAt: T0,
+          name: bytes(20, 6),
+        },
+        {
+          signedPreKey: { keyId: 1, publicKey: bytes(33, 1), signature: bytes(64, 1) },
+          pqLastResortPreKey: { keyId: 1, publicKey: bytes(1569, 1), signature: bytes(64, 2) },
+        },
+        T0,
+        6,
+      );
+      expect(linked.deviceId).toBe(2);
+      expect((await migrated.listDevices(accountId)).map((d) => d.deviceId)).toEqual([1, 2]);
+    } finally {
+      migrated.close();
+    }
   });
 
   it('refuses a database written by a newer schema', () => {

@@ -8,6 +8,7 @@ import type {
   Envelope,
   KeyUpload,
   KyberPreKey,
+  LinkCode,
   SendReceipt,
   SignedECPreKey,
   Storage,
@@ -24,7 +25,9 @@ import type {
  *   when `now >= resetAt`;
  * - `createAccount` rejects with ApiError: 409 for a consumed verification session, 4xx for an
  *   unknown, unverified or other-number session; a rejected call changes nothing;
- * - `takeKeys` may hand out the one-time keys in any order; a one-time EC key is optional.
+ * - `takeKeys` may hand out the one-time keys in any order; a one-time EC key is optional;
+ * - a link code or provisioning message is expired when `expiresAt <= now`; `linkDevice` rejects
+ *   with ApiError 403 `link_code_invalid` or 409 `too_many_devices` and then changes nothing.
  */
 export function storageContract(name: string, open: () => Promise<{ storage: Storage; close(): Promise<void> }>) {
   describe(`storage contract: ${name}`, () => {
@@ -365,6 +368,312 @@ export function storageContract(name: string, open: () => Promise<{ storage: Sto
         const cleared = await storage.getDevice(a.account.id, 1);
         expect(cleared?.pushSubscription).toBeUndefined();
         expect(cleared).toEqual(a.device);
+      });
+    });
+
+    // ---------------------------------------------------------------------------------------------
+    describe('linked devices', () => {
+      let codeSeq = 0;
+      function linkCode(accountId: string, over: Partial<LinkCode> = {}): LinkCode {
+        return { codeHash: bytes(32, 500 + codeSeq++), accountId, createdAt: T0, expiresAt: T0 + 600_000, ...over };
+      }
+      const newDevice = (accountId: string, over: Partial<Device> = {}): Omit<Device, 'deviceId'> => ({
+        accountId,
+        registrationId: 777,
+        passwordHash: bytes(32, 11),
+        passwordSalt: bytes(16, 12),
+        createdAt: T0 + 5,
+        ...over,
+      });
+      const linkKeys = (seed: number, more: KeyUpload = {}) => ({
+        signedPreKey: signedKey(seed),
+        pqLastResortPreKey: kyberKey(seed),
+        ...more,
+      });
+      /** Makes a code and links a device with it. */
+      async function link(accountId: string, over: Partial<Device> = {}, keys = linkKeys(40)): Promise<Device> {
+        const code = linkCode(accountId);
+        await storage.insertLinkCode(code);
+        return storage.linkDevice(code.codeHash, newDevice(accountId, over), keys, T0 + 10, 6);
+      }
+      const ids = async (accountId: string) => (await storage.listDevices(accountId)).map((d) => d.deviceId);
+
+      it('stores a link code and finds it by its hash; unknown hashes are null', async () => {
+        const { account } = await register();
+        const code = linkCode(account.id);
+        await storage.insertLinkCode(code);
+        const got = await storage.getLinkCode(code.codeHash);
+        expect(got).toEqual(code);
+        expect(got?.codeHash).toBeInstanceOf(Uint8Array);
+        expect(await storage.getLinkCode(bytes(32, 9999))).toBeNull();
+      });
+
+      it('refuses a link code for an account that does not exist (404) and stores nothing', async () => {
+        const code = linkCode(uid());
+        await rejectsWith(storage.insertLinkCode(code), 404);
+        expect(await storage.getLinkCode(code.codeHash)).toBeNull();
+      });
+
+      it('links a device as device 2 with its keys and name, and consumes the code', async () => {
+        const { account, device: primary } = await register();
+        const code = linkCode(account.id);
+        await storage.insertLinkCode(code);
+        const keys = linkKeys(41, { preKeys: range(1, 3).map(ecKey), pqPreKeys: range(20, 2).map(kyberKey) });
+        const name = bytes(200, 3);
+        const linked = await storage.linkDevice(code.codeHash, newDevice(account.id, { name }), keys, T0 + 10, 6);
+        expect(linked).toEqual({ ...newDevice(account.id, { name }), deviceId: 2 });
+        const got = await storage.getDevice(account.id, 2);
+        expect(got).toEqual(linked);
+        expect(got?.name).toBeInstanceOf(Uint8Array);
+        expect(await storage.listDevices(account.id)).toEqual([primary, linked]);
+        expect(await storage.countKeys(account.id, 2)).toEqual({ preKeys: 3, pqPreKeys: 2 });
+        expect(await storage.takeKeys(account.id, 2)).toMatchObject({
+          signedPreKey: signedKey(41),
+          pqLastResort: false,
+        });
+        // device 1's keys are its own
+        expect((await storage.takeKeys(account.id, 1))?.signedPreKey).toEqual(signedKey(1));
+        // the code is used up
+        expect(await storage.getLinkCode(code.codeHash)).toBeNull();
+        await expect(
+          storage.linkDevice(code.codeHash, newDevice(account.id), linkKeys(42), T0 + 10, 6),
+        ).rejects.toMatchObject({ status: 403, code: 'link_code_invalid' });
+        expect(await ids(account.id)).toEqual([1, 2]);
+      });
+
+      it('leaves an absent name absent', async () => {
+        const { account } = await register();
+        const linked = await link(account.id);
+        expect(linked.name).toBeUndefined();
+        expect(await storage.getDevice(account.id, 2)).toEqual(linked);
+      });
+
+      it('gives the lowest free id from 2 to 6, and refuses a 7th device with 409, changing nothing', async () => {
+        const { account } = await register();
+        for (const expected of [2, 3, 4]) expect((await link(account.id)).deviceId).toBe(expected);
+        expect(await storage.removeDevice(account.id, 3)).toBe(true);
+        expect((await link(account.id)).deviceId).toBe(3);
+        expect((await link(account.id)).deviceId).toBe(5);
+        expect((await link(account.id)).deviceId).toBe(6);
+        expect(await ids(account.id)).toEqual([1, 2, 3, 4, 5, 6]);
+
+        const code = linkCode(account.id);
+        await storage.insertLinkCode(code);
+        const error = await rejectsWith(
+          storage.linkDevice(code.codeHash, newDevice(account.id), linkKeys(50), T0 + 10, 6),
+          409,
+        );
+        expect(error.code).toBe('too_many_devices');
+        expect(await ids(account.id)).toEqual([1, 2, 3, 4, 5, 6]);
+        expect(await storage.getLinkCode(code.codeHash)).toEqual(code);
+        // once a device is gone, the same code links one
+        expect(await storage.removeDevice(account.id, 4)).toBe(true);
+        const linked = await storage.linkDevice(code.codeHash, newDevice(account.id), linkKeys(51), T0 + 10, 6);
+        expect(linked.deviceId).toBe(4);
+      });
+
+      it('refuses an unknown, an expired and another account’s code with 403 and changes nothing', async () => {
+        const { account } = await register();
+        const other = await register();
+        const expired = linkCode(account.id, { expiresAt: T0 + 100 });
+        const others = linkCode(other.account.id);
+        await storage.insertLinkCode(expired);
+        await storage.insertLinkCode(others);
+        const attempt = (codeHash: Uint8Array, now: number) =>
+          storage.linkDevice(codeHash, newDevice(account.id), linkKeys(60), now, 6);
+        for (const [codeHash, now] of [
+          [bytes(32, 4242), T0],
+          [expired.codeHash, T0 + 100],
+          [expired.codeHash, T0 + 101],
+          [others.codeHash, T0],
+        ] as const) {
+          const error = await rejectsWith(attempt(codeHash, now), 403);
+          expect(error.code).toBe('link_code_invalid');
+        }
+        expect(await ids(account.id)).toEqual([1]);
+        expect(await ids(other.account.id)).toEqual([1]);
+        expect(await storage.countKeys(account.id, 2)).toEqual({ preKeys: 0, pqPreKeys: 0 });
+        expect(await storage.getLinkCode(expired.codeHash)).toEqual(expired);
+        expect(await storage.getLinkCode(others.codeHash)).toEqual(others);
+        // a code is good until just before expiresAt
+        expect((await attempt(expired.codeHash, T0 + 99)).deviceId).toBe(2);
+      });
+
+      it('lets exactly one of 10 concurrent links with one code through', async () => {
+        const { account } = await register();
+        const code = linkCode(account.id);
+        await storage.insertLinkCode(code);
+        const results = await Promise.allSettled(
+          range(0, 10).map((i) =>
+            storage.linkDevice(
+              code.codeHash,
+              newDevice(account.id, { registrationId: 100 + i }),
+              linkKeys(70 + i),
+              T0,
+              6,
+            ),
+          ),
+        );
+        const ok = results.filter((r) => r.status === 'fulfilled');
+        expect(ok).toHaveLength(1);
+        for (const r of results.filter((r) => r.status === 'rejected')) {
+          expect((r as PromiseRejectedResult).reason).toMatchObject({ status: 403, code: 'link_code_invalid' });
+        }
+        expect(await ids(account.id)).toEqual([1, 2]);
+      });
+
+      it('concurrent links with 8 codes: 5 devices with distinct ids 2..6, 3 refused with 409', async () => {
+        const { account } = await register();
+        const codes = range(0, 8).map(() => linkCode(account.id));
+        for (const c of codes) await storage.insertLinkCode(c);
+        const results = await Promise.allSettled(
+          codes.map((c, i) => storage.linkDevice(c.codeHash, newDevice(account.id), linkKeys(80 + i), T0, 6)),
+        );
+        const linked = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value.deviceId] : []));
+        expect(linked.sort()).toEqual([2, 3, 4, 5, 6]);
+        for (const r of results.filter((r) => r.status === 'rejected')) {
+          expect((r as PromiseRejectedResult).reason).toMatchObject({ status: 409, code: 'too_many_devices' });
+        }
+        expect(await ids(account.id)).toEqual([1, 2, 3, 4, 5, 6]);
+      });
+
+      it('removes a device with its keys, queue and send receipts; the rest of the account stays', async () => {
+        const { account, device: primary } = await register({ keys: { preKeys: range(1, 2).map(ecKey) } });
+        const two = await link(account.id, {}, linkKeys(90, { preKeys: range(1, 4).map(ecKey) }));
+        const three = await link(account.id);
+        const toTwo = envelope({ accountId: account.id, deviceId: 2 });
+        const toOne = envelope({ accountId: account.id, deviceId: 1 });
+        const toThree = envelope({ accountId: account.id, deviceId: 3 });
+        await storage.insertEnvelopes([toTwo, toOne, toThree]);
+        const fromTwo = receipt({ sourceAccountId: account.id, sourceDeviceId: 2 });
+        const fromOne = receipt({ sourceAccountId: account.id, sourceDeviceId: 1 });
+        await storage.insertEnvelopes([], fromTwo);
+        await storage.insertEnvelopes([], fromOne);
+
+        expect(await storage.removeDevice(account.id, 2)).toBe(true);
+        expect(await storage.getDevice(account.id, 2)).toBeNull();
+        expect(await storage.listDevices(account.id)).toEqual([primary, three]);
+        expect(await storage.countKeys(account.id, 2)).toEqual({ preKeys: 0, pqPreKeys: 0 });
+        expect(await storage.takeKeys(account.id, 2)).toBeNull();
+        expect(await storage.fetchQueue(account.id, 2, 100, T0)).toEqual([]);
+        expect(await storage.countQueue(account.id, 2, T0)).toBe(0);
+        expect(await storage.insertEnvelopes([], fromTwo)).toBe(true);
+        // the others are untouched
+        expect(await storage.insertEnvelopes([], fromOne)).toBe(false);
+        expect((await storage.fetchQueue(account.id, 1, 100, T0)).map(strip)).toEqual([toOne]);
+        expect((await storage.fetchQueue(account.id, 3, 100, T0)).map(strip)).toEqual([toThree]);
+        expect(await storage.countKeys(account.id, 1)).toEqual({ preKeys: 2, pqPreKeys: 0 });
+        expect(two.deviceId).toBe(2);
+        // removing it again, or a device that never was, finds nothing
+        expect(await storage.removeDevice(account.id, 2)).toBe(false);
+        expect(await storage.removeDevice(account.id, 5)).toBe(false);
+        expect(await storage.removeDevice(uid(), 2)).toBe(false);
+      });
+
+      it('a device linked under a reused id starts with an empty queue', async () => {
+        const { account } = await register();
+        await link(account.id);
+        expect(await storage.removeDevice(account.id, 2)).toBe(true);
+        // a send accepted for the old device 2 just before its removal lands afterwards
+        await storage.insertEnvelopes([envelope({ accountId: account.id, deviceId: 2 })]);
+        const again = await link(account.id);
+        expect(again.deviceId).toBe(2);
+        expect(await storage.fetchQueue(account.id, 2, 100, T0)).toEqual([]);
+        const fresh = envelope({ accountId: account.id, deviceId: 2 });
+        await storage.insertEnvelopes([fresh]);
+        expect((await storage.fetchQueue(account.id, 2, 100, T0)).map(strip)).toEqual([fresh]);
+      });
+
+      it('re-registering the number drops linked devices, their keys and queues, link codes and provisioning messages', async () => {
+        const old = await register();
+        await link(old.account.id);
+        await link(old.account.id);
+        const pending = linkCode(old.account.id);
+        await storage.insertLinkCode(pending);
+        const address = `addr-${uid()}`;
+        await storage.putProvisioningMessage({
+          address,
+          accountId: old.account.id,
+          body: bytes(100, 1),
+          expiresAt: T0 + 600_000,
+        });
+        await storage.insertEnvelopes([envelope({ accountId: old.account.id, deviceId: 3 })]);
+
+        const fresh = await register({ number: old.account.number });
+        expect(fresh.replacedAccountId).toBe(old.account.id);
+        expect(await storage.listDevices(old.account.id)).toEqual([]);
+        for (const deviceId of [2, 3]) {
+          expect(await storage.getDevice(old.account.id, deviceId)).toBeNull();
+          expect(await storage.takeKeys(old.account.id, deviceId)).toBeNull();
+          expect(await storage.countQueue(old.account.id, deviceId, T0)).toBe(0);
+        }
+        expect(await storage.getLinkCode(pending.codeHash)).toBeNull();
+        expect(await storage.takeProvisioningMessage(address, T0)).toBeNull();
+        expect(await ids(fresh.account.id)).toEqual([1]);
+      });
+
+      it('relays a provisioning message once; a second put replaces it', async () => {
+        const { account } = await register();
+        const address = `addr-${uid()}`;
+        const message = { address, accountId: account.id, body: bytes(1000, 1), expiresAt: T0 + 600_000 };
+        expect(await storage.takeProvisioningMessage(address, T0)).toBeNull();
+        await storage.putProvisioningMessage(message);
+        const got = await storage.takeProvisioningMessage(address, T0);
+        expect(got).toEqual(message.body);
+        expect(got).toBeInstanceOf(Uint8Array);
+        expect(await storage.takeProvisioningMessage(address, T0)).toBeNull();
+
+        await storage.putProvisioningMessage(message);
+        await storage.putProvisioningMessage({ ...message, body: bytes(65_536, 2) });
+        const replaced = await storage.takeProvisioningMessage(address, T0);
+        expect(Buffer.from(replaced ?? []).equals(bytes(65_536, 2))).toBe(true);
+        expect(await storage.takeProvisioningMessage(address, T0)).toBeNull();
+      });
+
+      it('keeps provisioning addresses apart and hands out no expired message', async () => {
+        const { account } = await register();
+        const a = { address: `a-${uid()}`, accountId: account.id, body: bytes(10, 1), expiresAt: T0 + 100 };
+        const b = { address: `b-${uid()}`, accountId: account.id, body: bytes(10, 2), expiresAt: T0 + 100 };
+        await storage.putProvisioningMessage(a);
+        await storage.putProvisioningMessage(b);
+        expect(await storage.takeProvisioningMessage(a.address, T0 + 100)).toBeNull();
+        expect(await storage.takeProvisioningMessage(b.address, T0 + 99)).toEqual(b.body);
+      });
+
+      it('hands a provisioning message to one of 10 concurrent takers', async () => {
+        const { account } = await register();
+        const address = `addr-${uid()}`;
+        await storage.putProvisioningMessage({ address, accountId: account.id, body: bytes(50, 3), expiresAt: T0 + 1 });
+        const results = await Promise.all(range(0, 10).map(() => storage.takeProvisioningMessage(address, T0)));
+        expect(results.filter((r) => r !== null)).toEqual([bytes(50, 3)]);
+      });
+
+      it('refuses a provisioning message from an account that does not exist (404)', async () => {
+        const address = `addr-${uid()}`;
+        await rejectsWith(
+          storage.putProvisioningMessage({ address, accountId: uid(), body: bytes(10, 1), expiresAt: T0 + 1 }),
+          404,
+        );
+        expect(await storage.takeProvisioningMessage(address, T0)).toBeNull();
+      });
+
+      it('deleteExpired drops expired link codes and provisioning messages and keeps the others', async () => {
+        const { account } = await register();
+        const oldCode = linkCode(account.id, { expiresAt: T0 + 100 });
+        const liveCode = linkCode(account.id, { expiresAt: T0 + 101 });
+        await storage.insertLinkCode(oldCode);
+        await storage.insertLinkCode(liveCode);
+        const old = { address: `o-${uid()}`, accountId: account.id, body: bytes(10, 1), expiresAt: T0 + 100 };
+        const live = { address: `l-${uid()}`, accountId: account.id, body: bytes(10, 2), expiresAt: T0 + 101 };
+        await storage.putProvisioningMessage(old);
+        await storage.putProvisioningMessage(live);
+
+        expect(await storage.deleteExpired(T0 + 100)).toBe(0);
+        expect(await storage.getLinkCode(oldCode.codeHash)).toBeNull();
+        expect(await storage.getLinkCode(liveCode.codeHash)).toEqual(liveCode);
+        // what deleteExpired left is there even for a reader whose clock is behind
+        expect(await storage.takeProvisioningMessage(old.address, T0)).toBeNull();
+        expect(await storage.takeProvisioningMessage(live.address, T0)).toEqual(live.body);
       });
     });
 

@@ -41,6 +41,29 @@ export interface Device {
   createdAt: number;
   /** A Web Push subscription (JSON) for wake-ups when the device has no live socket. */
   pushSubscription?: string;
+  /** The device's name, encrypted by the client (opaque to the server); linked devices only. */
+  name?: Uint8Array;
+}
+
+/** A one-time code with which a new device joins an account (see core/devices.ts). */
+export interface LinkCode {
+  /** SHA-256 of the code; the code itself is never stored. */
+  codeHash: Uint8Array;
+  accountId: string;
+  createdAt: number;
+  /** The code is refused from this time on (10 minutes after it was made). */
+  expiresAt: number;
+}
+
+/** A provisioning message from an account's primary device to a new device, parked at a random address. */
+export interface ProvisioningMessage {
+  /** Chosen by the new device: base64url, 22 to 64 characters. */
+  address: string;
+  /** The account whose primary device left it (dropped with the account). */
+  accountId: string;
+  /** Encrypted by the primary device to the new device's ephemeral key; opaque to the server. */
+  body: Uint8Array;
+  expiresAt: number;
 }
 
 export interface ECPreKey {
@@ -126,8 +149,9 @@ export interface RateLimitStore {
 export interface AccountStore {
   /**
    * Creates the account with its first device and keys. If an account already holds `number`, it
-   * is replaced in the same transaction: its devices, keys and queued envelopes are dropped (so
-   * its credentials stop working). Returns the replaced account's id, if any.
+   * is replaced in the same transaction: all its devices (linked ones too), their keys, queued
+   * envelopes and send receipts, its link codes and provisioning messages are dropped (so its
+   * credentials stop working). Returns the replaced account's id, if any.
    */
   createAccount(
     account: Account,
@@ -140,6 +164,47 @@ export interface AccountStore {
   getDevice(accountId: string, deviceId: number): Promise<Device | null>;
   listDevices(accountId: string): Promise<Device[]>;
   setPushSubscription(accountId: string, deviceId: number, subscription: string | null): Promise<void>;
+}
+
+export interface DeviceStore {
+  /**
+   * Stores a link code. Rejects with ApiError 404 when the account does not exist (e.g. its number
+   * was just re-registered).
+   */
+  insertLinkCode(code: LinkCode): Promise<void>;
+  /** The link code with this hash, or null. An expired code may still be returned until `deleteExpired`. */
+  getLinkCode(codeHash: Uint8Array): Promise<LinkCode | null>;
+  /**
+   * Links a new device in one transaction: consumes the link code (it must exist, belong to
+   * `device.accountId` and have `expiresAt > now`), gives the device the lowest free id from 2 to
+   * `maxDevices`, and stores it with its keys. Any queue or send receipts left under that id by a
+   * removed device are dropped. Rejects with ApiError 403 `link_code_invalid` (unknown, used,
+   * expired or another account's code) or 409 `too_many_devices` (the account has `maxDevices`
+   * devices); a rejected call changes nothing, so the code stays usable. Of concurrent calls with
+   * one code, exactly one succeeds. Returns the stored device.
+   */
+  linkDevice(
+    codeHash: Uint8Array,
+    device: Omit<Device, 'deviceId'>,
+    keys: Required<Pick<KeyUpload, 'signedPreKey' | 'pqLastResortPreKey'>> & KeyUpload,
+    now: number,
+    maxDevices: number,
+  ): Promise<Device>;
+  /**
+   * Removes a device with its keys, its queue and its send receipts in one transaction, so its
+   * credentials stop working at once. False (and nothing changes) when there is no such device.
+   */
+  removeDevice(accountId: string, deviceId: number): Promise<boolean>;
+  /**
+   * Stores a provisioning message, replacing any other at the same address. Rejects with ApiError
+   * 404 when the account does not exist.
+   */
+  putProvisioningMessage(message: ProvisioningMessage): Promise<void>;
+  /**
+   * Removes and returns the body of the message at `address`: null when there is none or it has
+   * expired (`expiresAt <= now`). Of concurrent calls, at most one gets the body.
+   */
+  takeProvisioningMessage(address: string, now: number): Promise<Uint8Array | null>;
 }
 
 export interface KeyStore {
@@ -171,7 +236,10 @@ export interface MessageStore {
   /** Deletes one envelope from this device's queue only; false if it was not there. */
   deleteEnvelope(accountId: string, deviceId: number, guid: string): Promise<boolean>;
   countQueue(accountId: string, deviceId: number, now: number): Promise<number>;
-  /** Drops expired envelopes and send receipts; returns how many envelopes went. */
+  /**
+   * Drops expired envelopes and send receipts, and (being one storage) expired link codes and
+   * provisioning messages; returns how many envelopes went.
+   */
   deleteExpired(now: number): Promise<number>;
 }
 
@@ -193,7 +261,7 @@ export interface AttachmentStore {
   deleteExpired(now: number): Promise<number>;
 }
 
-export type Storage = VerificationStore & RateLimitStore & AccountStore & KeyStore & MessageStore;
+export type Storage = VerificationStore & RateLimitStore & AccountStore & DeviceStore & KeyStore & MessageStore;
 
 /** Sends verification codes. */
 export interface SmsSender {
@@ -213,4 +281,9 @@ export interface Clock {
 export interface DeliveryNotifier {
   /** Tells the device's live connection that its queue grew. False when it has none. */
   notify(accountId: string, deviceId: number): Promise<boolean>;
+  /**
+   * Closes the device's live connections (it was removed). Standalone: WebSocket close code 4403,
+   * after the answers to requests the socket is being served.
+   */
+  disconnect(accountId: string, deviceId: number): Promise<void>;
 }

@@ -103,7 +103,10 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     sms,
     push,
     // The socket server needs the core too; it is created right below, before any request.
-    notifier: { notify: (accountId, deviceId) => sockets?.notify(accountId, deviceId) ?? Promise.resolve(false) },
+    notifier: {
+      notify: (accountId, deviceId) => sockets?.notify(accountId, deviceId) ?? Promise.resolve(false),
+      disconnect: (accountId, deviceId) => sockets?.disconnect(accountId, deviceId) ?? Promise.resolve(),
+    },
     clock: { now: () => Date.now() },
     codeSecret: secret,
     verificationLimits: config.verificationLimits,

@@ -17,7 +17,13 @@ import { parseBasicAuthorization } from '../http/basic-auth.ts';
  * decrypted message (the server deletes it then), and {type:"request", id, method, path, body} to
  * call the HTTP API over the socket as the socket's device (e.g. sends, so a busy client needs no
  * HTTP round trip per message).
+ *
+ * Close codes: 1001 when the server shuts down (reconnect), 4403 (DEVICE_REMOVED_CLOSE_CODE) when
+ * the device was removed from its account (do not reconnect: its credentials no longer work).
  */
+
+/** The close code of the sockets of a device that was removed (DELETE /v1/devices/{deviceId}). */
+export const DEVICE_REMOVED_CLOSE_CODE = 4403;
 
 /** Unacknowledged envelopes in flight per connection; delivery pauses there until acks arrive. */
 const MAX_IN_FLIGHT = 256;
@@ -40,6 +46,8 @@ class Connection {
   private dirty = false;
   private backlogDone = false;
   private activeRequests = 0;
+  /** The device was removed: the socket closes once the requests being served are answered. */
+  private removed = false;
   alive = true;
 
   constructor(
@@ -61,7 +69,7 @@ class Connection {
       do {
         this.dirty = false;
         reachedEnd = false;
-        while (this.inFlight.size < MAX_IN_FLIGHT && this.socket.readyState === this.socket.OPEN) {
+        while (this.inFlight.size < MAX_IN_FLIGHT && this.socket.readyState === this.socket.OPEN && !this.removed) {
           const room = MAX_IN_FLIGHT - this.inFlight.size;
           const page = await this.server.core.storage.fetchQueue(
             this.device.accountId,
@@ -80,7 +88,7 @@ class Connection {
             break;
           }
         }
-      } while (this.dirty);
+      } while (this.dirty && !this.removed);
       // queue-empty means the backlog at connect time was delivered; with a full window it was not
       // yet (the acks that open the window run drain again).
       if (!this.backlogDone && reachedEnd) {
@@ -94,6 +102,19 @@ class Connection {
 
   send(frame: unknown): void {
     this.sendText(JSON.stringify(frame));
+  }
+
+  /**
+   * Closes the socket of a removed device with 4403, at once, or, while requests of the socket are
+   * being served, once they are answered: a device that removes itself over its own socket gets
+   * its 204 before the close. Nothing more is delivered meanwhile.
+   */
+  closeRemoved(): void {
+    this.removed = true;
+    if (this.activeRequests > 0) return;
+    if (this.socket.readyState === this.socket.OPEN || this.socket.readyState === this.socket.CONNECTING) {
+      this.socket.close(DEVICE_REMOVED_CLOSE_CODE, 'device removed');
+    }
   }
 
   /** Frames sent in one turn of the event loop leave in one write (see SocketServer.cork). */
@@ -127,6 +148,7 @@ class Connection {
         return await this.onRequest(frame.id, frame.method, frame.path, frame.body);
       } finally {
         if (this.activeRequests-- === MAX_ACTIVE_REQUESTS) this.socket.resume();
+        if (this.removed && this.activeRequests === 0) this.closeRemoved();
       }
     }
     this.send({ type: 'error', code: 'invalid_frame', message: 'unknown frame type' });
@@ -320,6 +342,12 @@ export class SocketServer implements DeliveryNotifier {
       });
     }
     return true;
+  }
+
+  /** Closes the device's sockets with 4403: it was removed from its account. */
+  async disconnect(accountId: string, deviceId: number): Promise<void> {
+    const set = this.byDevice.get(`${accountId}.${deviceId}`);
+    for (const connection of set ?? []) connection.closeRemoved();
   }
 
   private ping(): void {

@@ -128,6 +128,33 @@ export const migrations: readonly { name: string; sql: string }[] = [
       CREATE INDEX attachments_expiry ON attachments (expires_at);
     `,
   },
+  {
+    // Linked devices: an encrypted device name, one-time link codes (only their SHA-256), and the
+    // provisioning messages relayed from the primary device to a new one. Both hang off their
+    // account, so re-registering a number drops them.
+    name: 'device linking',
+    sql: `
+      ALTER TABLE devices ADD COLUMN name BLOB;
+
+      CREATE TABLE link_codes (
+        code_hash  BLOB    PRIMARY KEY,
+        account_id TEXT    NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+      ) STRICT;
+      CREATE INDEX link_codes_account ON link_codes (account_id);
+      CREATE INDEX link_codes_expiry ON link_codes (expires_at);
+
+      CREATE TABLE provisioning_messages (
+        address    TEXT    PRIMARY KEY,
+        account_id TEXT    NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+        body       BLOB    NOT NULL,
+        expires_at INTEGER NOT NULL
+      ) STRICT;
+      CREATE INDEX provisioning_messages_account ON provisioning_messages (account_id);
+      CREATE INDEX provisioning_messages_expiry ON provisioning_messages (expires_at);
+    `,
+  },
 ];
 
 /** The schema version this code writes. */

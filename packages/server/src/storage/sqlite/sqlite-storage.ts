@@ -10,6 +10,8 @@ import type {
   Envelope,
   KeyUpload,
   KyberPreKey,
+  LinkCode,
+  ProvisioningMessage,
   QueuedEnvelope,
   SendReceipt,
   SignedECPreKey,
@@ -57,6 +59,13 @@ interface DeviceRow {
   password_salt: Blob;
   created_at: number;
   push_subscription: string | null;
+  name: Blob | null;
+}
+interface LinkCodeRow {
+  code_hash: Blob;
+  account_id: string;
+  created_at: number;
+  expires_at: number;
 }
 interface KeyRow {
   key_id: number;
@@ -113,6 +122,14 @@ const toDevice = (r: DeviceRow): Device => ({
   passwordSalt: bytes(r.password_salt),
   createdAt: r.created_at,
   ...(r.push_subscription === null ? {} : { pushSubscription: r.push_subscription }),
+  ...(r.name === null ? {} : { name: bytes(r.name) }),
+});
+
+const toLinkCode = (r: LinkCodeRow): LinkCode => ({
+  codeHash: bytes(r.code_hash),
+  accountId: r.account_id,
+  createdAt: r.created_at,
+  expiresAt: r.expires_at,
 });
 
 const toSignedKey = (r: KeyRow): SignedECPreKey => ({
@@ -196,9 +213,32 @@ function prepareStatements(db: Database.Database) {
     deleteReceiptsOfAccount: s('DELETE FROM send_receipts WHERE source_account_id = ?'),
     insertDevice: s(
       `INSERT INTO devices
-         (account_id, device_id, registration_id, password_hash, password_salt, created_at, push_subscription)
-       VALUES (?, ?, ?, ?, ?, ?, ?)`,
+         (account_id, device_id, registration_id, password_hash, password_salt, created_at, push_subscription, name)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
     ),
+    deviceIds: s<{ device_id: number }>('SELECT device_id FROM devices WHERE account_id = ? ORDER BY device_id'),
+    deleteDevice: s('DELETE FROM devices WHERE account_id = ? AND device_id = ?'),
+    deleteQueueOfDevice: s('DELETE FROM envelopes WHERE account_id = ? AND device_id = ?'),
+    deleteReceiptsOfDevice: s('DELETE FROM send_receipts WHERE source_account_id = ? AND source_device_id = ?'),
+
+    // Inserted only while the account exists (no foreign-key failure when it was just replaced).
+    insertLinkCode: s(
+      `INSERT INTO link_codes (code_hash, account_id, created_at, expires_at)
+       SELECT @codeHash, @accountId, @createdAt, @expiresAt WHERE EXISTS (SELECT 1 FROM accounts WHERE id = @accountId)`,
+    ),
+    getLinkCode: s<LinkCodeRow>('SELECT * FROM link_codes WHERE code_hash = ?'),
+    deleteLinkCode: s('DELETE FROM link_codes WHERE code_hash = ?'),
+    deleteExpiredLinkCodes: s('DELETE FROM link_codes WHERE expires_at <= ?'),
+    putProvisioning: s(
+      `INSERT INTO provisioning_messages (address, account_id, body, expires_at)
+       SELECT @address, @accountId, @body, @expiresAt WHERE EXISTS (SELECT 1 FROM accounts WHERE id = @accountId)
+       ON CONFLICT (address) DO UPDATE SET
+         account_id = excluded.account_id, body = excluded.body, expires_at = excluded.expires_at`,
+    ),
+    takeProvisioning: s<{ body: Blob; expires_at: number }>(
+      'DELETE FROM provisioning_messages WHERE address = ? RETURNING body, expires_at',
+    ),
+    deleteExpiredProvisioning: s('DELETE FROM provisioning_messages WHERE expires_at <= ?'),
     getDevice: s<DeviceRow>('SELECT * FROM devices WHERE account_id = ? AND device_id = ?'),
     listDevices: s<DeviceRow>('SELECT * FROM devices WHERE account_id = ? ORDER BY device_id'),
     setPush: s('UPDATE devices SET push_subscription = ? WHERE account_id = ? AND device_id = ?'),
@@ -843,6 +883,8 @@ export class SqliteStorage implements Storage {
     this.q = prepareStatements(db);
     this.tx = {
       createAccount: this.immediate(this.createAccountWrite),
+      linkDevice: this.immediate(this.linkDeviceWrite),
+      removeDevice: this.immediate(this.removeDeviceWrite),
       storeKeys: this.immediate(this.storeKeysWrite),
       takeKeys: this.immediate(this.takeKeysWrite),
       insertEnvelopes: this.immediate(this.insertEnvelopesWrite),
@@ -956,6 +998,7 @@ export class SqliteStorage implements Storage {
       device.passwordSalt,
       device.createdAt,
       device.pushSubscription ?? null,
+      device.name ?? null,
     );
     this.putKeys(account.id, device.deviceId, keys);
     this.q.consumeSession.run(sessionId);
@@ -1008,6 +1051,104 @@ export class SqliteStorage implements Storage {
 
   async setPushSubscription(accountId: string, deviceId: number, subscription: string | null): Promise<void> {
     this.q.setPush.run(subscription, accountId, deviceId);
+  }
+
+  // ---- linked devices ----
+
+  async insertLinkCode(code: LinkCode): Promise<void> {
+    const inserted = this.q.insertLinkCode.run({
+      codeHash: code.codeHash,
+      accountId: code.accountId,
+      createdAt: code.createdAt,
+      expiresAt: code.expiresAt,
+    });
+    if (inserted.changes === 0) throw new ApiError(404, 'account_not_found', 'no such account');
+  }
+
+  async getLinkCode(codeHash: Uint8Array): Promise<LinkCode | null> {
+    const row = this.q.getLinkCode.get(codeHash);
+    return row ? toLinkCode(row) : null;
+  }
+
+  /** Drops what a removed device may have left under (account, device id): its queue and receipts. */
+  private dropLeftovers(accountId: string, deviceId: number): void {
+    this.q.deleteQueueOfDevice.run(accountId, deviceId);
+    this.tails.clear();
+    this.q.deleteReceiptsOfDevice.run(accountId, deviceId);
+  }
+
+  private linkDeviceWrite(
+    codeHash: Uint8Array,
+    device: Omit<Device, 'deviceId'>,
+    keys: Required<Pick<KeyUpload, 'signedPreKey' | 'pqLastResortPreKey'>> & KeyUpload,
+    now: number,
+    maxDevices: number,
+  ): Device {
+    const code = this.q.getLinkCode.get(codeHash);
+    if (!code || code.expires_at <= now || code.account_id !== device.accountId) {
+      throw new ApiError(403, 'link_code_invalid', 'the link code is unknown, expired or already used');
+    }
+    const taken = new Set(this.q.deviceIds.all(device.accountId).map((r) => r.device_id));
+    let deviceId = 2;
+    while (taken.has(deviceId)) deviceId++;
+    if (taken.size >= maxDevices || deviceId > maxDevices) {
+      throw new ApiError(409, 'too_many_devices', `an account has at most ${maxDevices} devices`);
+    }
+    this.q.deleteLinkCode.run(codeHash);
+    this.dropLeftovers(device.accountId, deviceId);
+    const linked: Device = { ...device, deviceId };
+    this.q.insertDevice.run(
+      linked.accountId,
+      linked.deviceId,
+      linked.registrationId,
+      linked.passwordHash,
+      linked.passwordSalt,
+      linked.createdAt,
+      linked.pushSubscription ?? null,
+      linked.name ?? null,
+    );
+    this.putKeys(linked.accountId, linked.deviceId, keys);
+    return linked;
+  }
+
+  async linkDevice(
+    codeHash: Uint8Array,
+    device: Omit<Device, 'deviceId'>,
+    keys: Required<Pick<KeyUpload, 'signedPreKey' | 'pqLastResortPreKey'>> & KeyUpload,
+    now: number,
+    maxDevices: number,
+  ): Promise<Device> {
+    // Envelopes still on their way to the writer thread land first, so that a queue a removed
+    // device left under the new device's id is dropped here completely.
+    await this.writer?.settled();
+    return this.tx.linkDevice(codeHash, device, keys, now, maxDevices);
+  }
+
+  private removeDeviceWrite(accountId: string, deviceId: number): boolean {
+    if (this.q.deleteDevice.run(accountId, deviceId).changes === 0) return false; // cascades to its keys
+    this.dropLeftovers(accountId, deviceId);
+    return true;
+  }
+
+  async removeDevice(accountId: string, deviceId: number): Promise<boolean> {
+    // As in linkDevice: sends already accepted for the device are committed, then dropped with it.
+    await this.writer?.settled();
+    return this.tx.removeDevice(accountId, deviceId);
+  }
+
+  async putProvisioningMessage(m: ProvisioningMessage): Promise<void> {
+    const stored = this.q.putProvisioning.run({
+      address: m.address,
+      accountId: m.accountId,
+      body: m.body,
+      expiresAt: m.expiresAt,
+    });
+    if (stored.changes === 0) throw new ApiError(404, 'account_not_found', 'no such account');
+  }
+
+  async takeProvisioningMessage(address: string, now: number): Promise<Uint8Array | null> {
+    const row = this.q.takeProvisioning.get(address);
+    return row && row.expires_at > now ? bytes(row.body) : null;
   }
 
   // ---- keys ----
@@ -1144,10 +1285,15 @@ export class SqliteStorage implements Storage {
     this.tails.clear();
     this.q.deleteExpiredReceipts.run(now);
     this.q.deleteExpiredRateLimits.run(now);
+    this.q.deleteExpiredLinkCodes.run(now);
+    this.q.deleteExpiredProvisioning.run(now);
     return envelopes;
   }
 
-  /** Also drops rate-limit windows that have ended (they would start over on the next hit anyway). */
+  /**
+   * Also drops rate-limit windows that have ended (they would start over on the next hit anyway),
+   * expired link codes and expired provisioning messages.
+   */
   async deleteExpired(now: number): Promise<number> {
     return this.tx.deleteExpired(now);
   }
