@@ -3,7 +3,8 @@ import type { CryptoProvider } from '../crypto/provider.ts';
 import { KeyPair, type PublicKey } from '../curve.ts';
 import type { IdentityKeyPair } from '../identity-key.ts';
 import { rootStep } from '../ratchet/keys.ts';
-import { ChainDirection, initSpqrChain } from '../spqr/chain.ts';
+import { ChainDirection } from '../spqr/chain.ts';
+import { initSpqr } from '../spqr/ratchet.ts';
 import { CIPHERTEXT_MESSAGE_VERSION } from './messages.ts';
 import type { PendingPreKey, SessionState } from './state.ts';
 
@@ -61,7 +62,7 @@ export async function initializeAliceSession(crypto: CryptoProvider, p: AlicePar
     receiverChains: [{ ratchetKey: p.theirSignedPreKey, chainKey: { key: secrets.chainKey, index: 0 }, skipped: [] }],
     pendingPreKey: p.pendingPreKey,
     aliceBaseKey: p.ourBaseKey.publicKey.serialize(),
-    spqr: await initSpqrChain(crypto, secrets.spqrAuthKey, ChainDirection.A2B),
+    spqr: await initSpqr(crypto, secrets.spqrAuthKey, ChainDirection.A2B),
   };
 }
 
@@ -99,6 +100,6 @@ export async function initializeBobSession(crypto: CryptoProvider, p: BobParamet
     senderChain: { ratchetKeyPair: p.ourSignedPreKey, chainKey: { key: secrets.chainKey, index: 0 } },
     receiverChains: [],
     aliceBaseKey: p.theirBaseKey.serialize(),
-    spqr: await initSpqrChain(crypto, secrets.spqrAuthKey, ChainDirection.B2A),
+    spqr: await initSpqr(crypto, secrets.spqrAuthKey, ChainDirection.B2A),
   };
 }

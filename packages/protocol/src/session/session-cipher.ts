@@ -12,8 +12,7 @@ import {
   UntrustedIdentityError,
 } from '../errors.ts';
 import { deriveMessageKeys, messageKeySeed, nextChainKey, rootStep } from '../ratchet/keys.ts';
-import { spqrRecvKey, spqrSendKey } from '../spqr/chain.ts';
-import { SpqrMessageType, decodeSpqrMessage, encodeSpqrMessage } from '../spqr/message.ts';
+import { spqrRecv, spqrSend } from '../spqr/ratchet.ts';
 import { Direction, type ProtocolStores } from '../stores.ts';
 import { CiphertextMessageType, PreKeySignalMessage, SignalMessage } from './messages.ts';
 import { initializeBobSession } from './pqxdh.ts';
@@ -29,8 +28,6 @@ import {
 
 /** An initiator's session that the peer never answered stops being used after 30 days. */
 const MAX_UNACKNOWLEDGED_SESSION_AGE_MS = 30 * 24 * 60 * 60 * 1000;
-/** SPQR epochs: until the ML-KEM braid lands, both sides stay in epoch 1. */
-const SPQR_EPOCH = 1;
 
 export interface CiphertextMessage {
   type: CiphertextMessageType.Whisper | CiphertextMessageType.PreKey;
@@ -59,7 +56,8 @@ export async function signalEncrypt(
   }
 
   const chainKey = state.senderChain.chainKey;
-  const [seed, spqr] = await Promise.all([messageKeySeed(crypto, chainKey), spqrSendKey(crypto, state.spqr)]);
+  // The Triple Ratchet: SPQR's key for this message salts the Double Ratchet's message keys.
+  const [seed, spqr] = await Promise.all([messageKeySeed(crypto, chainKey), spqrSend(crypto, state.spqr)]);
   const keys = await deriveMessageKeys(crypto, seed, chainKey.index, spqr.key);
   const message = await SignalMessage.create(
     crypto,
@@ -68,13 +66,14 @@ export async function signalEncrypt(
       counter: chainKey.index,
       previousCounter: state.previousCounter,
       ciphertext: await crypto.aes256CbcEncrypt(keys.cipherKey, keys.iv, plaintext),
-      pqRatchet: encodeSpqrMessage({ epoch: SPQR_EPOCH, index: spqr.ctr, type: SpqrMessageType.None }),
+      pqRatchet: spqr.message,
     },
     keys.macKey,
     state.localIdentityKey,
     state.remoteIdentityKey,
   );
   state.senderChain = { ...state.senderChain, chainKey: await nextChainKey(crypto, chainKey) };
+  state.spqr = spqr.state;
 
   let result: CiphertextMessage = { type: CiphertextMessageType.Whisper, serialized: message.serialized };
   if (pending) {
@@ -214,11 +213,10 @@ async function decryptWithState(
   const chain = findReceiverChain(state, ratchetKey) ?? (await ratchetForward(crypto, state, ratchetKey));
   const seed = await takeMessageKeySeed(crypto, chain, counter);
 
-  const spqrMessage = decodeSpqrMessage(message.fields.pqRatchet);
-  if (spqrMessage.epoch !== SPQR_EPOCH) throw new InvalidMessageError('SPQR epoch not in valid range');
-  const spqrKey = await spqrRecvKey(crypto, state.spqr, spqrMessage.index);
+  // SPQR's new state is kept only once the message has authenticated and decrypted.
+  const spqr = await spqrRecv(crypto, state.spqr, message.fields.pqRatchet);
 
-  const keys = await deriveMessageKeys(crypto, seed, counter, spqrKey);
+  const keys = await deriveMessageKeys(crypto, seed, counter, spqr.key);
   if (!(await message.verifyMac(crypto, keys.macKey, state.remoteIdentityKey, state.localIdentityKey))) {
     throw new InvalidMacError();
   }
@@ -228,6 +226,7 @@ async function decryptWithState(
   } catch {
     throw new InvalidMessageError('decryption failed (bad padding)');
   }
+  state.spqr = spqr.state;
   delete state.pendingPreKey;
   return plaintext;
 }

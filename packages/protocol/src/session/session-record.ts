@@ -5,8 +5,12 @@ import { type SessionState, readSessionState, writeSessionState } from './state.
 
 /** Archived sessions kept per record (libsignal ARCHIVED_STATES_MAX_LENGTH). */
 export const MAX_ARCHIVED_STATES = 40;
-/** Format of the serialized record; bump when the layout changes incompatibly. */
-const RECORD_FORMAT_VERSION = 1;
+/**
+ * Format of the serialized record; bump when the layout changes incompatibly. 2: sessions carry the
+ * full SPQR state. Format 1 records (SPQR-lite: the epoch-0 chain only) are still read and upgraded.
+ */
+const RECORD_FORMAT_VERSION = 2;
+const READABLE_FORMATS = [1, 2];
 
 /**
  * All sessions with one remote device: the current one and up to 40 archived ones, newest first.
@@ -97,7 +101,8 @@ export class SessionRecord {
       else if (f.no === 2) current = readSessionState(f.bytes());
       else if (f.no === 3) previous.push(readSessionState(f.bytes()));
     });
-    if (format !== RECORD_FORMAT_VERSION) throw new InvalidMessageError(`SessionRecord: unknown format ${format}`);
+    if (format === undefined || !READABLE_FORMATS.includes(format))
+      throw new InvalidMessageError(`SessionRecord: unknown format ${format}`);
     return new SessionRecord(current, previous);
   }
 }

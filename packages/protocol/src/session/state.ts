@@ -2,7 +2,9 @@ import { KeyPair, PrivateKey, PublicKey } from '../curve.ts';
 import { InvalidMessageError } from '../errors.ts';
 import { type BinaryWriter, readProto, requireField } from '../proto.ts';
 import type { ChainKey } from '../ratchet/keys.ts';
-import { ChainDirection, type SpqrChainState, cloneSpqrChain } from '../spqr/chain.ts';
+import { ChainDirection, type SkippedKey } from '../spqr/chain.ts';
+import { type SpqrState, cloneSpqrState } from '../spqr/ratchet.ts';
+import { type SpqrLiteState, readSpqrState, upgradeSpqrLite, writeSpqrState } from '../spqr/serialize.ts';
 
 /*
  * One Double Ratchet session (libsignal's SessionState), as plain data. Byte arrays and key
@@ -59,7 +61,8 @@ export interface SessionState {
   pendingPreKey?: PendingPreKey;
   /** The initiator's base key: identifies the session when PreKey messages repeat. */
   aliceBaseKey: Uint8Array;
-  spqr: SpqrChainState;
+  /** The Triple Ratchet's post-quantum part (braid, authenticator, chain epochs); an immutable value. */
+  spqr: SpqrState;
 }
 
 export function cloneSessionState(state: SessionState): SessionState {
@@ -67,7 +70,7 @@ export function cloneSessionState(state: SessionState): SessionState {
     ...state,
     senderChain: { ...state.senderChain },
     receiverChains: state.receiverChains.map((chain) => ({ ...chain, skipped: chain.skipped.slice() })),
-    spqr: cloneSpqrChain(state.spqr),
+    spqr: cloneSpqrState(state.spqr),
   };
 }
 
@@ -135,28 +138,9 @@ export function writeSessionState(writer: BinaryWriter, state: SessionState): vo
 
   writer.tag(11, 2).bytes(state.aliceBaseKey);
 
-  const spqr = state.spqr;
-  writer
-    .tag(12, 2)
-    .fork()
-    .tag(1, 0)
-    .uint32(spqr.direction)
-    .tag(2, 2)
-    .bytes(spqr.nextRoot)
-    .tag(3, 2)
-    .bytes(spqr.authKey)
-    .tag(4, 2)
-    .bytes(spqr.send.next)
-    .tag(5, 0)
-    .uint32(spqr.send.ctr)
-    .tag(6, 2)
-    .bytes(spqr.recv.next)
-    .tag(7, 0)
-    .uint32(spqr.recv.ctr);
-  for (const skipped of spqr.skipped) {
-    writer.tag(8, 2).fork().tag(1, 0).uint32(skipped.ctr).tag(2, 2).bytes(skipped.key).join();
-  }
-  writer.join();
+  // Field 12 held the SPQR-lite chain (record format 1); it is still read, never written.
+  writer.tag(13, 2);
+  writeSpqrState(writer, state.spqr);
 }
 
 function readChainKey(key: Uint8Array | undefined, index: number | undefined, what: string): ChainKey {
@@ -245,7 +229,8 @@ function readPendingPreKey(bytes: Uint8Array): PendingPreKey {
   return pending;
 }
 
-function readSpqr(bytes: Uint8Array): SpqrChainState {
+/** Field 12 of SPQR-lite records: the epoch-0 chain and the PQXDH SPQR secret. */
+function readSpqrLite(bytes: Uint8Array): SpqrLiteState {
   let direction: number | undefined;
   let nextRoot: Uint8Array | undefined;
   let authKey: Uint8Array | undefined;
@@ -253,7 +238,7 @@ function readSpqr(bytes: Uint8Array): SpqrChainState {
   let sendCtr = 0;
   let recvNext: Uint8Array | undefined;
   let recvCtr = 0;
-  const skipped: { ctr: number; key: Uint8Array }[] = [];
+  const skipped: SkippedKey[] = [];
   readProto(bytes, WHAT, (f) => {
     if (f.no === 1) direction = f.uint32();
     else if (f.no === 2) nextRoot = bytes32(f.bytes(), 'SPQR root');
@@ -292,7 +277,8 @@ export function readSessionState(bytes: Uint8Array): SessionState {
   const receiverChains: ReceiverChain[] = [];
   let pendingPreKey: PendingPreKey | undefined;
   let aliceBaseKey: Uint8Array | undefined;
-  let spqr: SpqrChainState | undefined;
+  let spqr: SpqrState | undefined;
+  let spqrLite: SpqrLiteState | undefined;
   readProto(bytes, WHAT, (f) => {
     switch (f.no) {
       case 1:
@@ -329,7 +315,10 @@ export function readSessionState(bytes: Uint8Array): SessionState {
         aliceBaseKey = f.bytes();
         break;
       case 12:
-        spqr = readSpqr(f.bytes());
+        spqrLite = readSpqrLite(f.bytes());
+        break;
+      case 13:
+        spqr = readSpqrState(f.bytes());
         break;
     }
   });
@@ -344,7 +333,7 @@ export function readSessionState(bytes: Uint8Array): SessionState {
     senderChain: requireField(senderChain, WHAT, 'sender chain'),
     receiverChains,
     aliceBaseKey: requireField(aliceBaseKey, WHAT, 'alice base key'),
-    spqr: requireField(spqr, WHAT, 'SPQR state'),
+    spqr: spqr ?? upgradeSpqrLite(requireField(spqrLite, WHAT, 'SPQR state')),
   };
   if (pendingPreKey) state.pendingPreKey = pendingPreKey;
   return state;

@@ -4,6 +4,13 @@ import { InvalidMessageError } from '../errors.ts';
  * SPQR's per-message framing (SignalMessage field 5, spqr src/v1/chunked/states/serialize.rs):
  *   0x01 ‖ varint(epoch ≥ 1) ‖ varint(index) ‖ type ‖ [varint(chunk index ≤ 65535) ‖ 32 bytes]
  * Types 1 (Hdr), 2 (Ek), 3 (EkCt1Ack), 5 (Ct1) and 6 (Ct2) carry a chunk; 0 (None) and 4 (Ct1Ack) do not.
+ * The index is the sender's chain counter in chain epoch `epoch − 1`.
+ *
+ * As in spqr 1.6.0, bytes after a complete message are ignored (spqr keeps that room for later
+ * protocol versions; field 5 is covered by the Double Ratchet MAC, so only the peer can put them
+ * there) and overlong varints are read. Unlike it, any version byte but 0x01 is rejected: 0.103
+ * reads a version ≥ 2 as V1 before negotiation and rejects it after, and a Hush session never
+ * negotiates down, so there is nothing to gain from accepting it.
  */
 export const SPQR_VERSION_V1 = 0x01;
 
@@ -83,10 +90,8 @@ export function decodeSpqrMessage(bytes: Uint8Array): SpqrMessage {
   const message: SpqrMessage = { epoch, index, type };
   if (hasChunk(type)) {
     const chunkIndex = readVarint(0xffff);
-    if (bytes.length - pos !== CHUNK_LENGTH) throw new InvalidMessageError('SPQR chunk has the wrong length');
-    message.chunk = { index: chunkIndex, data: bytes.slice(pos) };
-    pos += CHUNK_LENGTH;
+    if (bytes.length - pos < CHUNK_LENGTH) throw new InvalidMessageError('SPQR chunk truncated');
+    message.chunk = { index: chunkIndex, data: bytes.slice(pos, pos + CHUNK_LENGTH) };
   }
-  if (pos !== bytes.length) throw new InvalidMessageError('SPQR message has trailing bytes');
   return message;
 }
