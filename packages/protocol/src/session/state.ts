@@ -139,8 +139,9 @@ export function writeSessionState(writer: BinaryWriter, state: SessionState): vo
   writer.tag(11, 2).bytes(state.aliceBaseKey);
 
   // Field 12 held the SPQR-lite chain (record format 1); it is still read, never written.
-  writer.tag(13, 2);
+  writer.tag(13, 2).fork();
   writeSpqrState(writer, state.spqr);
+  writer.join();
 }
 
 function readChainKey(key: Uint8Array | undefined, index: number | undefined, what: string): ChainKey {

@@ -1,5 +1,5 @@
 import { InvalidMessageError } from '../errors.ts';
-import { type BinaryWriter, type ProtoField, readProto, requireField } from '../proto.ts';
+import { BinaryWriter, type ProtoField, readProto, requireField } from '../proto.ts';
 import { type Authenticator, initAuthenticatorSync } from './authenticator.ts';
 import {
   BRAID_STATE_KINDS,
@@ -150,13 +150,18 @@ function writeBraid(writer: BinaryWriter, state: BraidState): void {
   writer.join();
 }
 
-/** Writes `state` as one length-delimited field value (the caller writes the tag). */
+/** Writes the fields of `state` (the caller frames them, e.g. as a length-delimited field). */
 export function writeSpqrState(writer: BinaryWriter, state: SpqrState): void {
-  writer.fork().tag(1, 0).uint32(FORMAT).tag(2, 2);
+  writer.tag(1, 0).uint32(FORMAT).tag(2, 2);
   writeChain(writer, state.chain);
   writer.tag(3, 2);
   writeBraid(writer, state.braid);
-  writer.join();
+}
+
+export function serializeSpqrState(state: SpqrState): Uint8Array {
+  const writer = new BinaryWriter();
+  writeSpqrState(writer, state);
+  return writer.finish();
 }
 
 // ---- reading ----
