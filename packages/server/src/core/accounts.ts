@@ -17,6 +17,19 @@ export interface Registration {
   name?: string;
 }
 
+/** The checks every new device's password and registration id pass (device 1 and linked ones). */
+export function checkDeviceCredentials(password: string, registrationId: number): void {
+  if (password.length < MIN_PASSWORD_LENGTH || password.length > MAX_PASSWORD_LENGTH) {
+    throw badRequest(
+      'weak_password',
+      `the device password must be ${MIN_PASSWORD_LENGTH} to ${MAX_PASSWORD_LENGTH} random characters`,
+    );
+  }
+  if (!Number.isInteger(registrationId) || registrationId < 1 || registrationId > 0x3fff) {
+    throw badRequest('invalid_registration_id', 'the registration id is a 14-bit number from 1 to 16383');
+  }
+}
+
 // Checked when an account is unknown, so that a miss costs the same as a wrong password.
 const DUMMY = hashPassword('dummy password for constant-time misses');
 
@@ -35,15 +48,7 @@ export class AccountService {
     if (now > session.createdAt + VERIFIED_SESSION_TTL_MS) {
       throw new ApiError(410, 'verification_session_expired', 'the verification session has expired');
     }
-    if (r.password.length < MIN_PASSWORD_LENGTH || r.password.length > MAX_PASSWORD_LENGTH) {
-      throw badRequest(
-        'weak_password',
-        `the device password must be ${MIN_PASSWORD_LENGTH} to ${MAX_PASSWORD_LENGTH} random characters`,
-      );
-    }
-    if (!Number.isInteger(r.registrationId) || r.registrationId < 1 || r.registrationId > 0x3fff) {
-      throw badRequest('invalid_registration_id', 'the registration id is a 14-bit number from 1 to 16383');
-    }
+    checkDeviceCredentials(r.password, r.registrationId);
     if (r.identityKey.length !== 33 || r.identityKey[0] !== 0x05) {
       throw badRequest('invalid_key', 'identityKey: a Curve25519 public key is 33 bytes starting with 0x05');
     }
@@ -89,11 +94,6 @@ export class AccountService {
     }
     if (!passwordMatches(password, device.passwordHash, device.passwordSalt)) throw unauthorized();
     return device;
-  }
-
-  async devices(accountId: string) {
-    const devices = await this.deps.store.listDevices(accountId);
-    return devices.map((d) => ({ deviceId: d.deviceId, registrationId: d.registrationId, createdAt: d.createdAt }));
   }
 
   async setPushSubscription(device: Device, subscription: string | null) {

@@ -1,4 +1,5 @@
 import { AccountService } from './accounts.ts';
+import { DeviceService } from './devices.ts';
 import { KeyService } from './keys.ts';
 import { type MessageMetrics, MessageService } from './messages.ts';
 import type { Clock, DeliveryNotifier, PushSender, SmsSender, Storage } from './ports.ts';
@@ -32,6 +33,7 @@ export function createCore(deps: CoreDeps) {
       limits: deps.verificationLimits,
     }),
     accounts: new AccountService({ store: storage, clock }),
+    devices: new DeviceService({ store: storage, notifier: deps.notifier, clock }),
     keys: new KeyService({ store: storage }),
     messages: new MessageService({
       store: storage,

@@ -47,9 +47,11 @@ function checkUniqueIds(keys: { keyId: number }[], what: string): void {
     throw badRequest('duplicate_key_id', `${what}: key ids repeat`);
 }
 
-/** Validates an upload completely (formats, counts, signatures) before anything is stored. */
-export async function validateKeyUpload(identityKeyBytes: Uint8Array, upload: KeyUpload): Promise<void> {
-  const identityKey = PublicKey.deserialize(identityKeyBytes);
+/**
+ * Checks what an upload's keys look like (counts, ids, formats), without their signatures: what
+ * can be checked before it is known under which identity key they must verify.
+ */
+export function validateKeyFormats(upload: KeyUpload): void {
   const preKeys = upload.preKeys ?? [];
   const pqPreKeys = upload.pqPreKeys ?? [];
   if (preKeys.length > MAX_KEYS_PER_UPLOAD || pqPreKeys.length > MAX_KEYS_PER_UPLOAD) {
@@ -61,10 +63,25 @@ export async function validateKeyUpload(identityKeyBytes: Uint8Array, upload: Ke
   for (const [i, k] of pqPreKeys.entries()) checkKyberKey(k, `pqPreKeys[${i}]`);
   if (upload.signedPreKey) checkECKey(upload.signedPreKey, 'signedPreKey');
   if (upload.pqLastResortPreKey) checkKyberKey(upload.pqLastResortPreKey, 'pqLastResortPreKey');
-  const signed: [SignedECPreKey | KyberPreKey, string][] = pqPreKeys.map((k, i) => [k, `pqPreKeys[${i}]`]);
+}
+
+/** Checks every signature of an upload against the identity key (after `validateKeyFormats`). */
+export async function validateKeySignatures(identityKeyBytes: Uint8Array, upload: KeyUpload): Promise<void> {
+  const identityKey = PublicKey.deserialize(identityKeyBytes);
+  const signed: [SignedECPreKey | KyberPreKey, string][] = (upload.pqPreKeys ?? []).map((k, i) => [
+    k,
+    `pqPreKeys[${i}]`,
+  ]);
   if (upload.signedPreKey) signed.push([upload.signedPreKey, 'signedPreKey']);
   if (upload.pqLastResortPreKey) signed.push([upload.pqLastResortPreKey, 'pqLastResortPreKey']);
   for (const [key, what] of signed) await checkSignature(identityKey, key, what);
+}
+
+/** Validates an upload completely (formats, counts, signatures) before anything is stored. */
+export async function validateKeyUpload(identityKeyBytes: Uint8Array, upload: KeyUpload): Promise<void> {
+  PublicKey.deserialize(identityKeyBytes);
+  validateKeyFormats(upload);
+  await validateKeySignatures(identityKeyBytes, upload);
 }
 
 export interface DeviceBundle {

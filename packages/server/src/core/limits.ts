@@ -10,3 +10,13 @@ export const VERIFIED_SESSION_TTL_MS = 60 * 60 * 1000;
 export const MIN_PASSWORD_LENGTH = 20;
 export const MAX_PASSWORD_LENGTH = 512;
 export const MAX_FETCH_BATCH = 100;
+/** Device linking: a link code and a provisioning message are kept this long. */
+export const LINK_CODE_TTL_MS = 10 * 60 * 1000;
+export const PROVISIONING_TTL_MS = 10 * 60 * 1000;
+export const MAX_PROVISIONING_MESSAGE_BYTES = 65_536;
+/** A linked device's encrypted name. */
+export const MAX_DEVICE_NAME_BYTES = 256;
+export const LINK_CODES_PER_ACCOUNT_PER_HOUR = 10;
+/** Link attempts (PUT /v1/devices/link) per link code, over its lifetime. */
+export const LINK_ATTEMPTS_PER_CODE = 10;
+export const PROVISIONING_MESSAGES_PER_ACCOUNT_PER_HOUR = 60;

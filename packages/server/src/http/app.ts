@@ -4,6 +4,7 @@ import type { Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
 import type { Logger } from 'pino';
+import { sameHash } from '../core/credentials.ts';
 import { ApiError, PayloadTooLargeError, badRequest, notFound, unauthorized } from '../core/errors.ts';
 import type { Core } from '../core/index.ts';
 import type { AttachmentStore, Device, QueuedEnvelope } from '../core/ports.ts';
@@ -140,9 +141,10 @@ export function createApp(deps: AppDeps) {
   const authenticate = async (c: Context<AppEnv>, next: () => Promise<void>) => {
     const preset = c.env?.device;
     if (preset) {
-      // A socket outlives the credentials it was opened with: a re-registered number drops the device.
+      // A socket outlives the credentials it was opened with: a re-registered number drops the
+      // device, a removed device may be followed by another one linked under the same id.
       const current = await core.storage.getDevice(preset.accountId, preset.deviceId);
-      if (!current) throw unauthorized();
+      if (!current || !sameHash(current.passwordHash, preset.passwordHash)) throw unauthorized();
       c.set('device', current);
       return next();
     }
@@ -163,10 +165,17 @@ export function createApp(deps: AppDeps) {
     '/v1/attachments',
     '/v1/attachments/*',
     '/v1/devices',
-    '/v1/devices/*',
   ]) {
     app.use(path, authenticate);
   }
+  // Under these prefixes, two routes authorize otherwise: a new device links itself with its link
+  // code, and fetches its provisioning message knowing only the random address it chose.
+  app.use('/v1/devices/*', (c, next) =>
+    c.req.method === 'PUT' && c.req.path === '/v1/devices/link' ? next() : authenticate(c, next),
+  );
+  app.use('/v1/provisioning/*', (c, next) =>
+    c.req.method === 'GET' || c.req.method === 'HEAD' ? next() : authenticate(c, next),
+  );
 
   // ---- verification (step 2) ----
   app.openapi(
@@ -508,7 +517,13 @@ export function createApp(deps: AppDeps) {
       security: basicAuth,
       responses: { 200: json(S.DevicesResponse, 'Devices'), ...errors },
     }),
-    async (c) => c.json({ devices: await core.accounts.devices(c.get('device').accountId) }, 200),
+    async (c) => {
+      const devices = await core.devices.list(c.get('device').accountId);
+      return c.json(
+        { devices: devices.map(({ name, ...d }) => ({ ...d, ...(name ? { name: b64(name) } : {}) })) },
+        200,
+      );
+    },
   );
   app.openapi(
     createRoute({
@@ -530,6 +545,143 @@ export function createApp(deps: AppDeps) {
       }
       await core.accounts.setPushSubscription(c.get('device'), subscription);
       return c.body(null, 204);
+    },
+  );
+
+  // ---- device linking (see core/devices.ts for the flow) ----
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/v1/devices/link-code',
+      summary: 'A one-time link code for a new device (valid 10 minutes); primary device only',
+      description:
+        'The primary device (device 1) puts the code into the provisioning message it encrypts for the new device. ' +
+        'The server keeps only its SHA-256. At most 10 codes per account per hour.',
+      security: basicAuth,
+      responses: {
+        200: json(S.LinkCodeResponse, 'Link code'),
+        ...errors,
+        403: json(S.ErrorBody, 'primary_device_required: not device 1'),
+      },
+    }),
+    async (c) => c.json(await core.devices.createLinkCode(c.get('device')), 200),
+  );
+  app.openapi(
+    createRoute({
+      method: 'put',
+      path: '/v1/devices/link',
+      summary: 'Link a new device to the account of a link code; it answers with the new device id',
+      description:
+        'No credentials: the link code authorizes. The keys are as in POST /v1/accounts and must be signed with ' +
+        'the account’s identity key. The device gets the lowest free id from 2 to 6 and authenticates from then ' +
+        'on as accountId.deviceId : password. The code is consumed with the device created, in one transaction; ' +
+        'a rejected request leaves it usable. At most 10 attempts per code.',
+      request: body(S.LinkDeviceRequest),
+      responses: {
+        200: json(S.LinkDeviceResponse, 'Linked'),
+        400: json(S.ErrorBody, 'Bad request (e.g. invalid_key, invalid_signature, weak_password)'),
+        403: json(S.ErrorBody, 'link_code_invalid: unknown, expired or already used'),
+        409: json(S.ErrorBody, 'too_many_devices: the account has 6 devices'),
+        429: errors[429],
+      },
+    }),
+    async (c) => {
+      const r = c.req.valid('json');
+      const linked = await core.devices.link({
+        code: r.code,
+        password: r.password,
+        registrationId: r.registrationId,
+        ...(r.name !== undefined ? { name: bytes(r.name) } : {}),
+        signedPreKey: {
+          keyId: r.signedPreKey.keyId,
+          publicKey: bytes(r.signedPreKey.publicKey),
+          signature: bytes(r.signedPreKey.signature),
+        },
+        pqLastResortPreKey: {
+          keyId: r.pqLastResortPreKey.keyId,
+          publicKey: bytes(r.pqLastResortPreKey.publicKey),
+          signature: bytes(r.pqLastResortPreKey.signature),
+        },
+        ...(r.preKeys ? { preKeys: r.preKeys.map((k) => ({ keyId: k.keyId, publicKey: bytes(k.publicKey) })) } : {}),
+        ...(r.pqPreKeys
+          ? {
+              pqPreKeys: r.pqPreKeys.map((k) => ({
+                keyId: k.keyId,
+                publicKey: bytes(k.publicKey),
+                signature: bytes(k.signature),
+              })),
+            }
+          : {}),
+      });
+      return c.json(linked, 200);
+    },
+  );
+  app.openapi(
+    createRoute({
+      method: 'delete',
+      path: '/v1/devices/{deviceId}',
+      summary: 'Remove a linked device with its keys and queue; its credentials stop working at once',
+      description:
+        'Device 1 may remove any other device; a linked device only itself. Device 1 cannot be removed. ' +
+        'The removed device’s live WebSocket is closed with code 4403.',
+      security: basicAuth,
+      request: { params: S.DeviceIdParam },
+      responses: {
+        204: { description: 'Removed' },
+        ...errors,
+        400: json(S.ErrorBody, 'primary_device_not_removable, or a malformed device id'),
+        403: json(S.ErrorBody, 'forbidden: a linked device can remove only itself'),
+        404: json(S.ErrorBody, 'device_not_found'),
+      },
+    }),
+    async (c) => {
+      await core.devices.remove(c.get('device'), c.req.valid('param').deviceId);
+      return c.body(null, 204);
+    },
+  );
+  app.openapi(
+    createRoute({
+      method: 'put',
+      path: '/v1/provisioning/{address}',
+      summary: 'Leave an encrypted provisioning message for a new device (kept 10 minutes); primary device only',
+      description: 'A second PUT to the same address replaces the message. At most 60 messages per account per hour.',
+      security: basicAuth,
+      request: { params: S.ProvisioningAddressParam, ...body(S.ProvisioningMessageBody) },
+      responses: {
+        204: { description: 'Stored' },
+        ...errors,
+        403: json(S.ErrorBody, 'primary_device_required: not device 1'),
+        413: json(S.ErrorBody, 'Message larger than 65536 bytes'),
+      },
+    }),
+    async (c) => {
+      await core.devices.putProvisioningMessage(
+        c.get('device'),
+        c.req.valid('param').address,
+        bytes(c.req.valid('json').body),
+      );
+      return c.body(null, 204);
+    },
+  );
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/provisioning/{address}',
+      summary: 'The provisioning message at this address, delivered once (then deleted); 204 while there is none',
+      description: 'No credentials: the new device polls the random address it chose and showed in its QR code.',
+      request: { params: S.ProvisioningAddressParam },
+      responses: {
+        200: json(S.ProvisioningMessageBody, 'The message (now deleted from the server)'),
+        204: { description: 'Nothing there (yet)' },
+        400: json(S.ErrorBody, 'Not a provisioning address'),
+      },
+    }),
+    async (c) => {
+      // HEAD is answered by this handler too; it must not use the message up.
+      if (c.req.method !== 'GET') throw badRequest('invalid_request', 'use GET to fetch a provisioning message');
+      const message = await core.devices.takeProvisioningMessage(c.req.valid('param').address);
+      if (!message) return c.body(null, 204);
+      return c.json({ body: b64(message) }, 200);
     },
   );
 

@@ -124,8 +124,62 @@ export const QueueResponse = z.object({ messages: z.array(EnvelopeBody), more: z
 export const SocketTokenResponse = z.object({ token: z.string(), expiresAt: z.number() }).openapi('SocketToken');
 export const AttachmentResponse = z.object({ id: Uuid, size: z.number(), expiresAt: z.number() }).openapi('Attachment');
 export const DevicesResponse = z
-  .object({ devices: z.array(z.object({ deviceId: z.number(), registrationId: z.number(), createdAt: z.number() })) })
+  .object({
+    devices: z.array(
+      z.object({
+        deviceId: z.number(),
+        registrationId: z.number(),
+        createdAt: z.number(),
+        name: Base64.optional().openapi({ description: 'The device name as the client encrypted it (linked devices)' }),
+      }),
+    ),
+  })
   .openapi('Devices');
+
+export const LinkCodeResponse = z
+  .object({
+    code: z.string().openapi({ description: '32 random bytes, base64url; single use' }),
+    expiresAt: z.number().openapi({ description: 'ms since the epoch; 10 minutes after it was made' }),
+  })
+  .openapi('LinkCode');
+export const LinkDeviceRequest = z
+  .object({
+    code: z.string().min(1).max(256).openapi({ description: 'A link code from POST /v1/devices/link-code' }),
+    password: z.string().min(1).max(512),
+    registrationId: RegistrationId,
+    name: Base64.optional().openapi({ description: 'The device name, encrypted by the client: 1 to 256 bytes' }),
+    signedPreKey: SignedECPreKey,
+    pqLastResortPreKey: KyberPreKey,
+    preKeys: z.array(ECPreKey).max(100).optional(),
+    pqPreKeys: z.array(KyberPreKey).max(100).optional(),
+  })
+  .openapi('LinkDevice');
+export const LinkDeviceResponse = z
+  .object({ accountId: Uuid, number: z.string(), deviceId: z.number() })
+  .openapi('LinkedDevice');
+export const DeviceIdParam = z.object({
+  deviceId: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(127)
+    .openapi({ param: { name: 'deviceId', in: 'path' } }),
+});
+
+/** A provisioning address: chosen by the new device, base64url, 22 to 64 characters. */
+export const ProvisioningAddressParam = z.object({
+  address: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]{22,64}$/)
+    .openapi({ param: { name: 'address', in: 'path' }, example: 'q8YkM0p2WmN1bXJ0dGVzdA' }),
+});
+export const ProvisioningMessageBody = z
+  .object({
+    body: Base64.openapi({
+      description: 'Encrypted by the primary device to the new device’s ephemeral key; 1 to 65536 bytes',
+    }),
+  })
+  .openapi('ProvisioningMessage');
 export const PushRequest = z
   .object({
     /** A Web Push subscription (PushSubscription.toJSON()), or null to stop wake-ups. */
