@@ -176,6 +176,17 @@ const authenticated: Record<string, (ctx: Ctx) => Promise<Call>> = {
   },
   'GET /v1/devices': async () => ({ method: 'GET', path: '/v1/devices', ok: 200 }),
   'PUT /v1/devices/push': async () => ({ method: 'PUT', path: '/v1/devices/push', body: { webPush: null }, ok: 204 }),
+  'POST /v1/devices/link-code': async () => ({ method: 'POST', path: '/v1/devices/link-code', ok: 200 }),
+  'DELETE /v1/devices/{deviceId}': async ({ server, alice }) => {
+    const linked = await TestDevice.link(server, alice);
+    return { method: 'DELETE', path: `/v1/devices/${linked.deviceId}`, ok: 204 };
+  },
+  'PUT /v1/provisioning/{address}': async () => ({
+    method: 'PUT',
+    path: `/v1/provisioning/${randomBytes(16).toString('base64url')}`,
+    body: { body: b64(randomBytes(100)) },
+    ok: 204,
+  }),
 };
 
 /** Credentials that must all be refused, named. */
@@ -218,7 +229,7 @@ describe('authorization', () => {
     await ctx.server?.close();
   });
 
-  it('covers every authenticated route of /openapi.json; only verification and registration are public', async () => {
+  it('covers every authenticated route of /openapi.json; only verification, registration and linking a new device are public', async () => {
     const doc = await api(ctx.server, 'GET', '/openapi.json');
     const operations = Object.entries<Record<string, { security?: unknown[] }>>(doc.body.paths).flatMap(([path, ops]) =>
       Object.entries(ops).map(([method, op]) => ({
@@ -238,7 +249,13 @@ describe('authorization', () => {
         .filter((o) => !o.secured)
         .map((o) => o.route)
         .sort(),
-    ).toEqual(['POST /v1/accounts', 'POST /v1/verification/sessions', 'POST /v1/verification/sessions/{id}/code']);
+    ).toEqual([
+      'GET /v1/provisioning/{address}',
+      'POST /v1/accounts',
+      'POST /v1/verification/sessions',
+      'POST /v1/verification/sessions/{id}/code',
+      'PUT /v1/devices/link',
+    ]);
   });
 
   for (const route of Object.keys(authenticated)) {

@@ -34,6 +34,8 @@ interface Ctx {
   /** Valid keys signed by Alice's identity, and keys signed by Bob's (another identity). */
   aliceKeys: Awaited<ReturnType<TestDevice['generateKeys']>>;
   bobKeys: Awaited<ReturnType<TestDevice['generateKeys']>>;
+  /** A PUT /v1/devices/link body that would link a device to Alice's account with a valid code. */
+  link: Record<string, any>;
 }
 
 interface Case {
@@ -279,6 +281,18 @@ const validPush = () => ({
     },
   },
 });
+const validLink = (ctx: Ctx) => structuredClone(ctx.link);
+const validProvisioning = () => ({ body: b64(randomBytes(200)) });
+const provisioningAddress = randomBytes(16).toString('base64url');
+const provisioningPath = () => `/v1/provisioning/${provisioningAddress}`;
+/** Not provisioning addresses: too short, too long, characters outside base64url. */
+const badAddresses = [
+  'a'.repeat(21),
+  'a'.repeat(65),
+  `${'a'.repeat(22)}.`,
+  `${'a'.repeat(22)}%2B`,
+  `${'a'.repeat(22)}%20`,
+];
 const sessionPath = (ctx: Ctx) => `/v1/verification/sessions/${ctx.unverified.id}/code`;
 const sendPath = (ctx: Ctx) => `/v1/messages/${ctx.bob.accountId}`;
 const fixed = (path: string) => () => path;
@@ -778,6 +792,130 @@ const routes: Record<string, Case[]> = {
     },
   ],
   'GET /v1/devices': garbageCredentials('GET', '/v1/devices'),
+  'POST /v1/devices/link-code': [
+    ...garbageCredentials('POST', '/v1/devices/link-code'),
+    {
+      name: 'a body over 512 KiB',
+      send: (ctx) =>
+        rawHttp(ctx.server, 'POST', '/v1/devices/link-code', {
+          body: 'x'.repeat(MAX_JSON_BODY + 1),
+          headers: { authorization: ctx.alice.authorization, 'content-length': MAX_JSON_BODY + 1 },
+        }),
+      status: 413,
+      code: 'payload_too_large',
+    },
+  ],
+  // Keys signed by another identity are refused too (400 invalid_signature), but only after the
+  // code was found, and then they count as one of the code's 10 attempts: a change of state by
+  // design, so those cases are in devices.test.ts. Everything here is refused before that.
+  'PUT /v1/devices/link': [
+    ...jsonBodyCases('PUT', fixed('/v1/devices/link'), anonymous, validLink),
+    ...variants('PUT', fixed('/v1/devices/link'), anonymous, validLink, [
+      ...['code', 'password', 'registrationId', 'signedPreKey', 'pqLastResortPreKey'].map(
+        (key): [string, Change, number, string] => [`${key} missing`, omit(key), 400, 'invalid_request'],
+      ),
+      ['an unknown code', setWith('code', () => randomBytes(32).toString('base64url')), 403, 'link_code_invalid'],
+      ['a code of another shape', setAt('code', 'not-a-code'), 403, 'link_code_invalid'],
+      ['code empty', setAt('code', ''), 400, 'invalid_request'],
+      ['code of 257 characters', setAt('code', 'c'.repeat(257)), 400, 'invalid_request'],
+      ['code as a JSON number', setAt('code', 12345), 400, 'invalid_request'],
+      ['code null', setAt('code', null), 400, 'invalid_request'],
+      ['password of 19 characters', setAt('password', 'p'.repeat(19)), 400, 'weak_password'],
+      ['password of 513 characters', setAt('password', 'p'.repeat(513)), 400, 'invalid_request'],
+      ['registrationId 0', setAt('registrationId', 0), 400, 'invalid_request'],
+      ['registrationId 16384', setAt('registrationId', 16384), 400, 'invalid_request'],
+      [
+        'registrationId as a string',
+        (b) => ({ ...b, registrationId: String(b.registrationId) }),
+        400,
+        'invalid_request',
+      ],
+      ['name not base64', setAt('name', 'Alice’s laptop'), 400, 'invalid_request'],
+      ['name as an object', setAt('name', { first: 'A' }), 400, 'invalid_request'],
+      ['name empty', setAt('name', ''), 400, 'invalid_name'],
+      ['name of 257 bytes', setWith('name', () => b64(randomBytes(257))), 400, 'invalid_name'],
+      ['signedPreKey with type byte 0x08', setWith('signedPreKey.publicKey', () => ecKey(0x08)), 400, 'invalid_key'],
+      ['signedPreKey without a signature', omit('signedPreKey.signature'), 400, 'invalid_request'],
+      ['signedPreKey keyId -1', setAt('signedPreKey.keyId', -1), 400, 'invalid_request'],
+      [
+        'pqLastResortPreKey truncated',
+        setWith('pqLastResortPreKey.publicKey', () => kyberKey(0x08, 1568)),
+        400,
+        'invalid_key',
+      ],
+      ['pqLastResortPreKey is an EC key', setWith('pqLastResortPreKey.publicKey', () => ecKey()), 400, 'invalid_key'],
+      [
+        'a one-time EC prekey with type byte 0x08',
+        setWith('preKeys.0.publicKey', () => ecKey(0x08)),
+        400,
+        'invalid_key',
+      ],
+      [
+        'duplicate one-time EC prekey ids',
+        setWith('preKeys.1.keyId', (b) => b.preKeys[0].keyId),
+        400,
+        'duplicate_key_id',
+      ],
+      [
+        'duplicate one-time Kyber prekey ids',
+        setWith('pqPreKeys.1.keyId', (b) => b.pqPreKeys[0].keyId),
+        400,
+        'duplicate_key_id',
+      ],
+      ['101 one-time EC prekeys', setAt('preKeys', manyECKeys(101)), 400, 'invalid_request'],
+      ['preKeys not an array', setAt('preKeys', { keyId: 1 }), 400, 'invalid_request'],
+    ]),
+  ],
+  'DELETE /v1/devices/{deviceId}': [
+    ...garbageCredentials('DELETE', '/v1/devices/2'),
+    ...['two', '0', '128', '1.5', '-1', '2x'].map(
+      (id): Case => ({
+        name: `device id ${JSON.stringify(id)}`,
+        send: (ctx) => api(ctx.server, 'DELETE', `/v1/devices/${id}`, { auth: ctx.alice }),
+        status: 400,
+        code: 'invalid_request',
+      }),
+    ),
+    {
+      name: 'device 1',
+      send: (ctx) => api(ctx.server, 'DELETE', '/v1/devices/1', { auth: ctx.alice }),
+      status: 400,
+      code: 'primary_device_not_removable',
+    },
+    {
+      name: 'a device the account does not have',
+      send: (ctx) => api(ctx.server, 'DELETE', '/v1/devices/5', { auth: ctx.alice }),
+      status: 404,
+      code: 'device_not_found',
+    },
+  ],
+  'PUT /v1/provisioning/{address}': [
+    ...garbageCredentials('PUT', provisioningPath()),
+    ...jsonBodyCases('PUT', provisioningPath, asAlice, validProvisioning),
+    ...variants('PUT', provisioningPath, asAlice, validProvisioning, [
+      ['body missing', omit('body'), 400, 'invalid_request'],
+      ['body not base64', setAt('body', 'not base64!'), 400, 'invalid_request'],
+      ['body as a JSON number', setAt('body', 42), 400, 'invalid_request'],
+      ['body empty', setAt('body', ''), 400, 'empty_provisioning_message'],
+      ['body of 65537 bytes', setWith('body', () => b64(randomBytes(65_537))), 413, 'payload_too_large'],
+    ]),
+    ...badAddresses.map(
+      (address): Case => ({
+        name: `address ${JSON.stringify(address)}`,
+        send: (ctx) => json(ctx, 'PUT', `/v1/provisioning/${address}`, validProvisioning(), asAlice),
+        status: 400,
+        code: 'invalid_request',
+      }),
+    ),
+  ],
+  'GET /v1/provisioning/{address}': badAddresses.map(
+    (address): Case => ({
+      name: `address ${JSON.stringify(address)}`,
+      send: (ctx) => api(ctx.server, 'GET', `/v1/provisioning/${address}`),
+      status: 400,
+      code: 'invalid_request',
+    }),
+  ),
   'PUT /v1/devices/push': [
     ...jsonBodyCases('PUT', fixed('/v1/devices/push'), asAlice, validPush),
     ...variants('PUT', fixed('/v1/devices/push'), asAlice, validPush, [
@@ -905,6 +1043,17 @@ describe('bad input on every route', () => {
       registrationId: newcomer.registrationId,
       ...(await newcomer.generateKeys(3)),
     };
+
+    const issued = await api(ctx.server, 'POST', '/v1/devices/link-code', { auth: ctx.alice });
+    expect(issued.status).toBe(200);
+    const laptop = new TestDevice(ctx.alice.identity, ctx.alice.number);
+    ctx.link = {
+      code: issued.body.code,
+      password: laptop.password,
+      registrationId: laptop.registrationId,
+      name: b64(randomBytes(40)),
+      ...(await laptop.generateKeys(3)),
+    };
   });
 
   afterAll(async () => {
@@ -947,11 +1096,17 @@ describe('bad input on every route', () => {
       ['PUT', `/v1/messages/${ctx.bob.accountId}`, validSend(ctx), 200],
       ['PUT', '/v1/messages/multi', validMulti(ctx), 200],
       ['PUT', '/v1/devices/push', validPush(), 204],
+      ['PUT', provisioningPath(), validProvisioning(), 204],
     ];
     for (const [method, path, body, status] of cases) {
       const res = await api(ctx.server, method, path, { auth: ctx.alice, body });
       expect(res.status, `${method} ${path}: ${JSON.stringify(res.body)}`).toBe(status);
     }
+    expect((await api(ctx.server, 'GET', provisioningPath())).status).toBe(200);
+    // The link code was not used up by the rejected links: it links Alice's second device now.
+    const linked = await api(ctx.server, 'PUT', '/v1/devices/link', { body: validLink(ctx) });
+    expect(linked.status, JSON.stringify(linked.body)).toBe(200);
+    expect(linked.body).toEqual({ accountId: ctx.alice.accountId, number: ctx.alice.number, deviceId: 2 });
     // A message of exactly 96 KiB is within the limit.
     const big = validSend(ctx);
     (big.messages[0] as { content: string }).content = b64(randomBytes(MAX_MESSAGE_BYTES));

@@ -171,11 +171,51 @@ export class TestDevice {
     return device;
   }
 
-  /** Encrypts `plaintext` for `to` (device 1), fetching a bundle first if there is no session. */
-  async encryptFor(server: { url: string }, to: TestDevice, plaintext: Uint8Array) {
-    const address = new ProtocolAddress(to.accountId, 1);
+  /**
+   * Links a new device to `primary`'s account as a real one would: a random provisioning address,
+   * a link code from the primary device, the provisioning message relayed through the server (here
+   * not encrypted: the server treats it as opaque bytes either way), then PUT /v1/devices/link
+   * with keys signed by the account's identity key. The device shares the identity key pair and
+   * has its own password, registration id and prekeys.
+   */
+  static async link(
+    server: TestServer,
+    primary: TestDevice,
+    options: { name?: Uint8Array; keys?: number } = {},
+  ): Promise<TestDevice> {
+    const address = Buffer.from(crypto.randomBytes(16)).toString('base64url');
+    const code = await api(server, 'POST', '/v1/devices/link-code', { auth: primary });
+    if (code.status !== 200) throw new Error(`link code: ${code.status} ${JSON.stringify(code.body)}`);
+    const message = Buffer.from(JSON.stringify({ accountId: primary.accountId, code: code.body.code }));
+    const put = await api(server, 'PUT', `/v1/provisioning/${address}`, {
+      auth: primary,
+      body: { body: b64(message) },
+    });
+    if (put.status !== 204) throw new Error(`provisioning: ${put.status} ${JSON.stringify(put.body)}`);
+    const got = await api(server, 'GET', `/v1/provisioning/${address}`);
+    if (got.status !== 200) throw new Error(`provisioning fetch: ${got.status} ${JSON.stringify(got.body)}`);
+    const provisioned = JSON.parse(Buffer.from(got.body.body, 'base64').toString('utf8'));
+    const device = new TestDevice(primary.identity, primary.number);
+    const linked = await api(server, 'PUT', '/v1/devices/link', {
+      body: {
+        code: provisioned.code,
+        password: device.password,
+        registrationId: device.registrationId,
+        ...(options.name ? { name: b64(options.name) } : {}),
+        ...(await device.generateKeys(options.keys ?? 5)),
+      },
+    });
+    if (linked.status !== 200) throw new Error(`link: ${linked.status} ${JSON.stringify(linked.body)}`);
+    device.accountId = linked.body.accountId;
+    device.deviceId = linked.body.deviceId;
+    return device;
+  }
+
+  /** Encrypts `plaintext` for a device of `to` (device 1 unless told), fetching a bundle first if there is no session. */
+  async encryptFor(server: { url: string }, to: TestDevice, plaintext: Uint8Array, deviceId = 1) {
+    const address = new ProtocolAddress(to.accountId, deviceId);
     if (!(await this.stores.sessions.getSession(address))) {
-      const bundle = await api(server, 'GET', `/v1/keys/${to.accountId}/1`, { auth: this });
+      const bundle = await api(server, 'GET', `/v1/keys/${to.accountId}/${deviceId}`, { auth: this });
       if (bundle.status !== 200) throw new Error(`bundle: ${bundle.status} ${JSON.stringify(bundle.body)}`);
       const d = bundle.body.devices[0];
       const raw = (x: string) => new Uint8Array(Buffer.from(x, 'base64'));
