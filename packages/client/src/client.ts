@@ -30,13 +30,16 @@ import {
   newDevicePassword,
   saveAccount,
 } from './account.ts';
-import { decryptAttachment, encryptAttachment } from './content/attachment-crypto.ts';
+import { decryptAttachment, encryptAttachment, openBlob, sealBlob } from './content/attachment-crypto.ts';
 import {
   type Content,
+  type DataMessage,
+  type ExpirationTimerUpdate,
   GroupUpdate_Action,
   ReceiptMessage_Type,
   TypingMessage_Action,
   decodeContent,
+  deviceLinkedContent,
   encodeContent,
   expirationTimerContent,
   groupUpdateContent,
@@ -44,6 +47,8 @@ import {
   receiptContent,
   retryRequestContent,
   senderKeyDistributionContent,
+  syncReadContent,
+  syncSentContent,
   textContent,
   typingContent,
 } from './content/content.ts';
@@ -59,6 +64,17 @@ import {
   putConversation,
   putMessage,
 } from './messages-store.ts';
+import {
+  type LinkRequest,
+  ProvisioningError,
+  decodeProvisionMessage,
+  encodeProvisionMessage,
+  linkUri,
+  newLinkRequest,
+  openProvisioning,
+  parseLinkUri,
+  sealProvisioning,
+} from './provisioning.ts';
 import type { KeyValueStore } from './store/kv.ts';
 import { type Contact, NS, getContact, protocolStores, putContact } from './store/protocol-stores.ts';
 import { StagedStore, jsonValue, parseJson } from './store/staged.ts';
@@ -87,7 +103,8 @@ export type ClientEvent =
   | { type: 'group-updated'; group: Group }
   | { type: 'expired'; ids: string[] }
   | { type: 'connection'; state: string; detail?: string }
-  | { type: 'queue-empty' };
+  | { type: 'queue-empty' }
+  | { type: 'device-linked'; deviceId: number };
 
 export interface HushClientOptions {
   serverUrl: string;
@@ -122,12 +139,44 @@ const uuidBytes = (uuid: string) => unhex(uuid.replaceAll('-', ''));
 const GROUP_PREFIX = 'group:';
 const SAFETY_NUMBER_CHANGED = 'Their safety number changed. Verify it before sending: `hush safety-number`.';
 const OUTBOX = 'outbox';
+/** Per group and sender-key distribution id: the devices (`account.device.registrationId`) that have our key. */
+const SENDER_KEY_SHARED = 'sender-key-shared';
+/** How long a new device waits for the primary to scan its QR code (the link code lives as long). */
+const LINK_TIMEOUT_MS = 10 * 60 * 1000;
+const DEVICE_NAME_INFO = new TextEncoder().encode('Hush Device Name v1');
+
+/** A device the account has, with its name decrypted (if it has one). */
+export interface LinkedDevice {
+  deviceId: number;
+  name?: string;
+  createdAt: number;
+  /** This device. */
+  current: boolean;
+}
+
+/** One device a message went to: its id and the registration id of the session used. */
+interface DeliveredDevice {
+  deviceId: number;
+  registrationId: number;
+}
 
 /** A message waiting to be confirmed by the server: its padded content, kept encrypted at rest. */
 interface OutboxEntry {
   conversationId: string;
   timestamp: number;
   content: string;
+}
+
+/** The body of a 409 (missing / extra devices) or 410 (re-registered devices) answer for one account. */
+interface DeviceMismatch {
+  accountId?: string;
+  missingDevices?: number[];
+  extraDevices?: number[];
+  staleDevices?: number[];
+}
+
+function isDeviceMismatch(error: unknown): error is ApiError {
+  return error instanceof ApiError && (error.status === 409 || error.status === 410);
 }
 
 /** Errors that retrying cannot fix. */
@@ -264,14 +313,199 @@ export class HushClient {
     return account;
   }
 
-  /** Keeps one-time keys stocked on the server and rotates the signed and last-resort keys. */
+  /**
+   * Keeps one-time keys stocked on the server, rotates the signed and last-resort keys, and
+   * catches up with the account's device list (devices linked or removed elsewhere).
+   */
   async maintainKeys() {
-    return this.unitOfWork(async (unit, stores) => {
+    const uploaded = await this.unitOfWork(async (unit, stores) => {
       const result = await maintainKeys(this.crypto, this.api, unit, stores, this.identity, this.account, this.now());
       saveAccount(unit, result.account);
       (this.self as { account: AccountRecord }).account = result.account;
       return result.uploaded;
     });
+    await this.syncDevices();
+    return uploaded;
+  }
+
+  // ---------------------------------------------------------------- linked devices
+
+  /**
+   * On a new device: hands `onLinkUri` the link to show as a QR code, waits until the account's
+   * primary device scans it (`linkDevice` there), then joins the account with keys generated here.
+   * The account's identity key pair arrives encrypted to this attempt's ephemeral key; every other
+   * key is this device's own.
+   */
+  async linkAsNewDevice(options: {
+    onLinkUri: (uri: string) => void;
+    /** This device's name as the account's devices list shows it (encrypted; the server cannot read it). */
+    name?: string;
+    onProgress?: (step: string) => void;
+    pollIntervalMs?: number;
+    timeoutMs?: number;
+    signal?: AbortSignal;
+  }): Promise<AccountRecord> {
+    if (this.self) throw new Error('this device is already registered');
+    const { request, privateKey } = await newLinkRequest(this.crypto);
+    options.onLinkUri(linkUri(request));
+    const sealed = await this.waitForProvisioning(request, options);
+    const provision = decodeProvisionMessage(await openProvisioning(this.crypto, privateKey, sealed));
+    options.onProgress?.('scanned by the primary device; generating this device’s keys');
+    const identity = provision.identity;
+    const registrationId = generateRegistrationId(this.crypto);
+    const password = newDevicePassword(this.crypto);
+    const unit = new StagedStore(this.options.store);
+    const stores = protocolStores(unit, identity, registrationId);
+    const { upload, counters } = await initialKeys(this.crypto, identity, stores, this.now());
+    options.onProgress?.('joining the account');
+    const name = options.name ? await this.sealDeviceName(identity, options.name) : undefined;
+    const linked = await this.api.linkDevice({
+      code: provision.linkCode,
+      password,
+      registrationId,
+      ...(name ? { name } : {}),
+      keys: upload,
+    });
+    const account: AccountRecord = {
+      serverUrl: this.options.serverUrl,
+      number: linked.number,
+      accountId: linked.accountId,
+      deviceId: linked.deviceId,
+      password,
+      registrationId,
+      ...counters,
+    };
+    unit.put('account', 'identity', identity.serialize());
+    saveAccount(unit, account);
+    for (const c of provision.contacts) {
+      putContact(unit, {
+        accountId: c.accountId,
+        ...(c.name ? { name: c.name } : {}),
+        ...(c.number ? { number: c.number } : {}),
+        ...(c.identityKey.length > 0 ? { identityKey: toBase64(c.identityKey) } : {}),
+        trust: c.verified ? 'verified' : 'unverified',
+      });
+    }
+    for (const g of provision.groups) {
+      const group: Group = {
+        id: hex(g.id),
+        name: g.name,
+        members: [...g.members],
+        revision: g.revision,
+        distributionId: crypto.randomUUID(),
+        active: true,
+      };
+      unit.put('groups', group.id, jsonValue(group));
+    }
+    await unit.commit();
+    this.self = { account, identity };
+    this.api.setCredentials(account);
+    // Hello to the account's other devices: they set up their sessions with this one from it.
+    await this.syncDevices();
+    await this.syncToOwnDevices(deviceLinkedContent(), this.now(), `linked:${account.deviceId}:${registrationId}`);
+    return account;
+  }
+
+  private async waitForProvisioning(
+    request: LinkRequest,
+    options: { pollIntervalMs?: number; timeoutMs?: number; signal?: AbortSignal },
+  ): Promise<Uint8Array> {
+    const deadline = this.now() + (options.timeoutMs ?? LINK_TIMEOUT_MS);
+    for (;;) {
+      options.signal?.throwIfAborted();
+      const sealed = await this.api.takeProvisioningMessage(request.address);
+      if (sealed) return sealed;
+      if (this.now() >= deadline) throw new ProvisioningError('the link was not scanned in time; start again');
+      await new Promise((resolve) => setTimeout(resolve, options.pollIntervalMs ?? 1000));
+    }
+  }
+
+  /**
+   * On the primary device: links the new device whose QR code (`hush://link?…`) was scanned. It
+   * receives the account's identity key pair, contacts (with the identity keys trusted here) and
+   * groups, encrypted to its ephemeral key; the server relays them without being able to read them.
+   */
+  async linkDevice(uri: string): Promise<void> {
+    const request = parseLinkUri(uri);
+    const { code } = await this.api.linkCode();
+    const contacts = await this.contacts();
+    const groups = (await this.groups()).filter((g) => g.active);
+    const message = encodeProvisionMessage({
+      identityKeyPair: this.identity.serialize(),
+      accountId: this.account.accountId,
+      number: this.account.number,
+      linkCode: code,
+      contacts: contacts.map((c) => ({
+        accountId: c.accountId,
+        name: c.name ?? '',
+        number: c.number ?? '',
+        // A change the user has not accepted stays unaccepted on the new device: it gets the key the
+        // user trusted, and sees the change when the contact's new key shows up.
+        identityKey: fromBase64((c.trust === 'changed' ? c.previousIdentityKey : c.identityKey) ?? ''),
+        verified: c.trust === 'verified',
+      })),
+      groups: groups.map((g) => ({ id: unhex(g.id), name: g.name, members: g.members, revision: g.revision })),
+    });
+    await this.api.putProvisioningMessage(
+      request.address,
+      await sealProvisioning(this.crypto, request.publicKey, message),
+    );
+  }
+
+  /** The account's devices, with their names decrypted. */
+  async devices(): Promise<LinkedDevice[]> {
+    const { devices } = await this.api.devices();
+    return Promise.all(
+      devices.map(async (d) => ({
+        deviceId: d.deviceId,
+        createdAt: d.createdAt,
+        current: d.deviceId === this.account.deviceId,
+        ...(d.name ? { name: await this.openDeviceName(d.name) } : {}),
+      })),
+    );
+  }
+
+  /** Unlinks a device (the primary: any other device; a linked device: itself). */
+  async removeDevice(deviceId: number): Promise<void> {
+    await this.api.removeDevice(deviceId);
+    await this.unitOfWork(async (unit) => {
+      unit.delete(NS.sessions, new ProtocolAddress(this.account.accountId, deviceId).toString());
+    });
+  }
+
+  /** Brings our sessions with our own other devices in line with the server's list of them. */
+  async syncDevices(): Promise<void> {
+    const { devices } = await this.api.devices();
+    const self = this.account.accountId;
+    const listed = new Map(
+      devices.filter((d) => d.deviceId !== this.account.deviceId).map((d) => [d.deviceId, d.registrationId]),
+    );
+    await this.unitOfWork(async (unit, stores) => {
+      const known = await this.sessionRegistrations(unit, stores, self);
+      for (const k of known)
+        if (listed.get(k.deviceId) !== k.registrationId)
+          unit.delete(NS.sessions, new ProtocolAddress(self, k.deviceId).toString());
+      for (const [deviceId, registrationId] of listed)
+        if (!known.some((k) => k.deviceId === deviceId && k.registrationId === registrationId))
+          await this.establish(stores, self, deviceId);
+    });
+  }
+
+  /** Device names are encrypted under a key only the account's devices can derive (from the identity key). */
+  private async deviceNameKey(identity: IdentityKeyPair): Promise<Uint8Array> {
+    return this.crypto.hkdfSha256(identity.privateKey.serialize(), new Uint8Array(0), DEVICE_NAME_INFO, 64);
+  }
+
+  private async sealDeviceName(identity: IdentityKeyPair, name: string): Promise<Uint8Array> {
+    return sealBlob(this.crypto, await this.deviceNameKey(identity), new TextEncoder().encode(name));
+  }
+
+  private async openDeviceName(sealed: Uint8Array): Promise<string> {
+    try {
+      return new TextDecoder().decode(await openBlob(this.crypto, await this.deviceNameKey(this.identity), sealed));
+    } catch {
+      return '(name unreadable)';
+    }
   }
 
   // ---------------------------------------------------------------- contacts and trust
@@ -282,7 +516,9 @@ export class HushClient {
 
   /** Every account this device knows: saved names and numbers, and everyone it has exchanged keys with. */
   async contacts(): Promise<Contact[]> {
-    return (await this.options.store.list(NS.contacts)).map(([, value]) => parseJson<Contact>(value) as Contact);
+    return (await this.options.store.list(NS.contacts))
+      .map(([, value]) => parseJson<Contact>(value) as Contact)
+      .filter((c) => c.accountId !== this.self?.account.accountId);
   }
 
   /** Records a name or number for an account id (e.g. from the user's address book). */
@@ -376,6 +612,8 @@ export class HushClient {
       throw new UntrustedIdentityError(accountId);
     }
     for (const d of bundles.devices) {
+      // Our own account's bundles include this device: no session with ourselves.
+      if (accountId === this.account.accountId && d.deviceId === this.account.deviceId) continue;
       await processPreKeyBundle(
         this.crypto,
         {
@@ -424,7 +662,12 @@ export class HushClient {
    * Steps 5-6: encrypts `content` once per device of `accountId` and sends it; on 409/410 refreshes
    * the device list and sessions and tries again. `id` makes retries idempotent at the server.
    */
-  private async sendContent(accountId: string, content: Content, timestamp: number, id: string): Promise<void> {
+  private async sendContent(
+    accountId: string,
+    content: Content,
+    timestamp: number,
+    id: string,
+  ): Promise<DeliveredDevice[]> {
     const plaintext = encodeContent(content);
     for (let attempt = 1; ; attempt++) {
       const messages = await this.unitOfWork(async (unit, stores) => {
@@ -443,26 +686,58 @@ export class HushClient {
         }
         return out;
       });
+      // Only our own account can have no other device; nothing to send then.
+      if (messages.length === 0) return [];
       try {
         await this.transmit(accountId, messages, timestamp, id);
-        return;
+        return messages.map(({ deviceId, registrationId }) => ({ deviceId, registrationId }));
       } catch (error) {
-        if (
-          !(error instanceof ApiError) ||
-          (error.status !== 409 && error.status !== 410) ||
-          attempt >= MAX_SEND_ATTEMPTS
-        )
-          throw error;
-        await this.unitOfWork(async (unit, stores) => {
-          const d = error.details as { missingDevices?: number[]; extraDevices?: number[]; staleDevices?: number[] };
-          for (const deviceId of [...(d.extraDevices ?? []), ...(d.staleDevices ?? [])]) {
-            unit.delete(NS.sessions, new ProtocolAddress(accountId, deviceId).toString());
-          }
-          for (const deviceId of [...(d.missingDevices ?? []), ...(d.staleDevices ?? [])])
-            await this.establish(stores, accountId, deviceId);
-        });
+        if (!isDeviceMismatch(error) || attempt >= MAX_SEND_ATTEMPTS) throw error;
+        await this.unitOfWork((unit, stores) =>
+          this.refreshDevices(unit, stores, accountId, error.details as DeviceMismatch),
+        );
       }
     }
+  }
+
+  /** After a 409/410: drops sessions with removed or re-registered devices, sets up new ones. */
+  private async refreshDevices(
+    unit: StagedStore,
+    stores: ReturnType<typeof protocolStores>,
+    accountId: string,
+    d: DeviceMismatch,
+  ): Promise<void> {
+    for (const deviceId of [...(d.extraDevices ?? []), ...(d.staleDevices ?? [])]) {
+      unit.delete(NS.sessions, new ProtocolAddress(accountId, deviceId).toString());
+    }
+    for (const deviceId of [...(d.missingDevices ?? []), ...(d.staleDevices ?? [])])
+      await this.establish(stores, accountId, deviceId);
+  }
+
+  /** The devices of `accountId` we hold sessions with, and the registration ids those sessions name. */
+  private async sessionRegistrations(
+    unit: StagedStore,
+    stores: ReturnType<typeof protocolStores>,
+    accountId: string,
+  ): Promise<DeliveredDevice[]> {
+    const devices: DeliveredDevice[] = [];
+    for (const deviceId of await this.sessionDevices(unit, accountId)) {
+      const record = await stores.sessions.getSession(new ProtocolAddress(accountId, deviceId));
+      devices.push({ deviceId, registrationId: record?.currentState()?.remoteRegistrationId ?? 0 });
+    }
+    return devices;
+  }
+
+  /**
+   * Copies what this device did to the account's other (linked) devices, so all of them show the
+   * same conversations. Nothing to do while this is the account's only device. Own devices are
+   * learnt from `syncDevices`, a new device's hello, and 409 answers; never by fetching the
+   * account's own bundles wholesale (that would spend this device's one-time keys).
+   */
+  private async syncToOwnDevices(content: Content, timestamp: number, id: string): Promise<void> {
+    const self = this.account.accountId;
+    if ((await this.sessionDevices(new StagedStore(this.options.store), self)).length === 0) return;
+    await this.sendContent(self, content, timestamp, id);
   }
 
   private async conversationTimer(conversationId: string): Promise<number> {
@@ -508,6 +783,7 @@ export class HushClient {
       );
     } else {
       await this.sendContent(conversationId, content, timestamp, id);
+      await this.syncToOwnDevices(syncSentContent(conversationId, content), timestamp, `${id}:sync`);
     }
   }
 
@@ -635,7 +911,7 @@ export class HushClient {
     await this.deliverControl(conversationId, expirationTimerContent(timestamp, seconds), timestamp);
   }
 
-  /** Read receipts for every unread incoming message of a 1:1 conversation. */
+  /** Marks a conversation read here and on our other devices; in a 1:1 conversation, sends read receipts. */
   async markRead(conversationId: string): Promise<void> {
     const unread = await this.unitOfWork(async (unit) => {
       const messages = await listMessages(unit, conversationId, 1000);
@@ -645,8 +921,14 @@ export class HushClient {
       if (conversation) putConversation(unit, { ...conversation, unread: 0 });
       return incoming;
     });
-    if (unread.length > 0 && !conversationId.startsWith(GROUP_PREFIX)) {
-      const timestamp = this.now();
+    if (unread.length === 0) return;
+    const timestamp = this.now();
+    await this.syncToOwnDevices(
+      syncReadContent(unread.map((m) => ({ author: m.author, timestamp: m.timestamp }))),
+      timestamp,
+      `read-sync:${conversationId}:${timestamp}`,
+    );
+    if (!conversationId.startsWith(GROUP_PREFIX)) {
       await this.sendContent(
         conversationId,
         receiptContent(
@@ -667,6 +949,9 @@ export class HushClient {
       await this.sendGroupContent(group, content, timestamp);
     } else {
       await this.sendContent(conversationId, content, timestamp, `ctl:${timestamp}`);
+      // Reactions and timer changes show on our other devices too; typing does not.
+      if (content.body.case === 'dataMessage' || content.body.case === 'expirationTimerUpdate')
+        await this.syncToOwnDevices(syncSentContent(conversationId, content), timestamp, `ctl:${timestamp}:sync`);
     }
   }
 
@@ -786,19 +1071,65 @@ export class HushClient {
   ) {
     const timestamp = this.now();
     const skdm = withKey ? await this.ourSenderKey(group) : undefined;
-    for (const accountId of recipients) {
-      if (accountId === this.account.accountId) continue;
-      const stillMember = group.members.includes(accountId);
-      const content = groupUpdateContent({
+    const self = this.account.accountId;
+    const update = (withSenderKey: boolean) =>
+      groupUpdateContent({
         timestamp,
         groupId: unhex(group.id),
         action,
         revision: group.revision,
         name: group.name,
         members: group.members,
-        ...(skdm && stillMember ? { senderKeyDistribution: skdm } : {}),
+        ...(skdm && withSenderKey ? { senderKeyDistribution: skdm } : {}),
       });
-      await this.sendContent(accountId, content, timestamp, `group:${group.id}:${group.revision}:${accountId}`);
+    for (const accountId of recipients) {
+      if (accountId === self) continue;
+      const stillMember = group.members.includes(accountId);
+      const id = `group:${group.id}:${group.revision}:${accountId}`;
+      const devices = await this.sendContent(accountId, update(stillMember), timestamp, id);
+      if (skdm && stillMember) await this.markSenderKeyShared(group, accountId, devices);
+    }
+    // Our other devices keep the same membership.
+    await this.syncToOwnDevices(update(skdm !== undefined), timestamp, `group:${group.id}:${group.revision}:${self}`);
+  }
+
+  /** Records that these devices of `accountId` hold our current sender key for the group. */
+  private async markSenderKeyShared(group: Group, accountId: string, devices: DeliveredDevice[]): Promise<void> {
+    await this.unitOfWork(async (unit) => {
+      const key = `${group.id}:${group.distributionId}`;
+      const shared = new Set(parseJson<string[]>(await unit.get(SENDER_KEY_SHARED, key)) ?? []);
+      for (const d of devices) shared.add(`${accountId}.${d.deviceId}.${d.registrationId}`);
+      unit.put(SENDER_KEY_SHARED, key, jsonValue([...shared]));
+    });
+  }
+
+  /**
+   * Before a group message: sends our sender key pairwise to every recipient device that does not
+   * have it yet (a member's newly linked or re-registered device, one of our own devices), so that
+   * no device is left unable to decrypt.
+   */
+  private async shareSenderKey(
+    group: Group,
+    recipients: { accountId: string; devices: DeliveredDevice[] }[],
+  ): Promise<void> {
+    const shared = new Set(
+      parseJson<string[]>(await this.options.store.get(SENDER_KEY_SHARED, `${group.id}:${group.distributionId}`)) ?? [],
+    );
+    const lacking = recipients.filter((r) =>
+      r.devices.some((d) => !shared.has(`${r.accountId}.${d.deviceId}.${d.registrationId}`)),
+    );
+    if (lacking.length === 0) return;
+    const skdm = await this.ourSenderKey(group);
+    const timestamp = this.now();
+    for (const { accountId } of lacking) {
+      const id = `skd:${group.id}:${group.distributionId}:${accountId}:${timestamp}`;
+      const devices = await this.sendContent(
+        accountId,
+        senderKeyDistributionContent(unhex(group.id), skdm),
+        timestamp,
+        id,
+      );
+      await this.markSenderKeyShared(group, accountId, devices);
     }
   }
 
@@ -810,27 +1141,48 @@ export class HushClient {
     );
   }
 
-  /** One sender-key ciphertext for all members, fanned out by the server (PUT /v1/messages/multi). */
+  /**
+   * One sender-key ciphertext for every device of every member and for our own other devices,
+   * fanned out by the server (PUT /v1/messages/multi). On 409/410 the device lists are refreshed
+   * and the message is encrypted again.
+   */
   private async sendGroupContent(group: Group, content: Content, timestamp: number, id = `g:${group.id}:${timestamp}`) {
-    const others = group.members.filter((m) => m !== this.account.accountId);
-    const recipients = await this.unitOfWork(async (unit, stores) => {
-      const list: { accountId: string; devices: { deviceId: number; registrationId: number }[] }[] = [];
-      for (const accountId of others) {
-        if ((await this.sessionDevices(unit, accountId)).length === 0) await this.establish(stores, accountId, '*');
-        const devices: { deviceId: number; registrationId: number }[] = [];
-        for (const deviceId of await this.sessionDevices(unit, accountId)) {
-          const record = await stores.sessions.getSession(new ProtocolAddress(accountId, deviceId));
-          devices.push({ deviceId, registrationId: record?.currentState()?.remoteRegistrationId ?? 0 });
+    const self = this.account.accountId;
+    const others = group.members.filter((m) => m !== self);
+    for (let attempt = 1; ; attempt++) {
+      const recipients = await this.unitOfWork(async (unit, stores) => {
+        const list: { accountId: string; devices: DeliveredDevice[] }[] = [];
+        for (const accountId of others) {
+          if ((await this.sessionDevices(unit, accountId)).length === 0) await this.establish(stores, accountId, '*');
+          list.push({ accountId, devices: await this.sessionRegistrations(unit, stores, accountId) });
         }
-        list.push({ accountId, devices });
+        const own = await this.sessionRegistrations(unit, stores, self);
+        if (own.length > 0) list.push({ accountId: self, devices: own });
+        return list;
+      });
+      if (recipients.length === 0) return;
+      await this.shareSenderKey(group, recipients);
+      const ciphertext = await this.unitOfWork(async (_unit, stores) =>
+        groupEncrypt(this.crypto, this.address, group.distributionId, stores.senderKeys, encodeContent(content)),
+      );
+      try {
+        await this.api.sendMulti({
+          type: CiphertextMessageType.SenderKey,
+          content: ciphertext,
+          recipients,
+          timestamp,
+          id,
+        });
+        return;
+      } catch (error) {
+        if (!isDeviceMismatch(error) || attempt >= MAX_SEND_ATTEMPTS) throw error;
+        const accounts = (error.details as { accounts?: DeviceMismatch[] }).accounts ?? [];
+        await this.unitOfWork(async (unit, stores) => {
+          for (const mismatch of accounts)
+            if (mismatch.accountId) await this.refreshDevices(unit, stores, mismatch.accountId, mismatch);
+        });
       }
-      return list;
-    });
-    if (recipients.length === 0) return;
-    const ciphertext = await this.unitOfWork(async (_unit, stores) =>
-      groupEncrypt(this.crypto, this.address, group.distributionId, stores.senderKeys, encodeContent(content)),
-    );
-    await this.api.sendMulti({ type: CiphertextMessageType.SenderKey, content: ciphertext, recipients, timestamp, id });
+    }
   }
 
   // ---------------------------------------------------------------- receiving (steps 7-9)
@@ -970,72 +1322,49 @@ export class HushClient {
     followUps: (() => Promise<void>)[],
   ): Promise<void> {
     const author = envelope.sourceAccountId;
+    const fromSelf = author === this.account.accountId;
     const body = content.body;
     switch (body.case) {
       case 'dataMessage': {
         const data = body.value;
+        // Our own 1:1 messages reach our other devices only inside a sync message (which names the
+        // recipient); our group messages come as the group's own message.
+        if (fromSelf && !data.group) return;
         const conversationId = data.group ? `${GROUP_PREFIX}${hex(data.group.id)}` : author;
-        if (data.reaction) {
-          const target = await getMessage(
-            unit,
-            messageId(data.reaction.targetAuthor, Number(data.reaction.targetTimestamp)),
-          );
-          if (target) {
-            const others = (target.reactions ?? []).filter((r) => r.author !== author);
-            const next = {
-              ...target,
-              reactions: data.reaction.remove ? others : [...others, { author, emoji: data.reaction.emoji }],
-            };
-            await putMessage(unit, next);
-            events.push({ type: 'message-updated', message: next });
-          }
-          return;
-        }
-        const now = this.now();
-        const sentAt = Number(data.timestamp);
-        const message: StoredMessage = {
-          id: messageId(author, sentAt),
-          conversationId,
-          author,
-          authorDevice: envelope.sourceDeviceId,
-          timestamp: sentAt,
-          receivedAt: now,
-          direction: 'in',
-          kind: 'text',
-          body: data.body,
-          ...(data.quote
-            ? { quote: { id: Number(data.quote.id), author: data.quote.author, text: data.quote.text } }
-            : {}),
-          ...(data.attachments.length > 0
-            ? {
-                attachments: data.attachments.map((a) => ({
-                  id: a.id,
-                  key: toBase64(a.key),
-                  digest: toBase64(a.digest),
-                  size: Number(a.size),
-                  contentType: a.contentType,
-                  fileName: a.fileName,
-                })),
-              }
-            : {}),
-          status: 'received',
-          ...(data.expireTimer ? { expiresAt: now + data.expireTimer * 1000 } : {}),
-        };
-        if (await getMessage(unit, message.id)) return; // the same message re-sent (e.g. after a repair)
-        await putMessage(unit, message);
-        if (data.expireTimer !== ((await getConversation(unit, conversationId))?.expireTimer ?? 0)) {
-          const conversation = await getConversation(unit, conversationId);
-          if (conversation) putConversation(unit, { ...conversation, expireTimer: data.expireTimer });
-        }
-        events.push({ type: 'message', message });
-        if (!data.group) {
-          followUps.push(() =>
-            this.sendContent(author, receiptContent('delivery', [sentAt]), this.now(), `delivered:${message.id}`),
-          );
+        const stored = await this.applyData(unit, data, envelope, conversationId, events);
+        if (stored && !data.group) {
+          followUps.push(async () => {
+            await this.sendContent(
+              author,
+              receiptContent('delivery', [stored.timestamp]),
+              this.now(),
+              `delivered:${stored.id}`,
+            );
+          });
         }
         return;
       }
+      case 'syncMessage': {
+        // Only our own devices may tell us what "we" did.
+        if (!fromSelf) return;
+        const sync = body.value;
+        if (sync.sent?.message) await this.applyData(unit, sync.sent.message, envelope, sync.sent.destination, events);
+        if (sync.sent?.expirationTimerUpdate)
+          await this.applyTimer(unit, sync.sent.expirationTimerUpdate, sync.sent.destination, envelope.timestamp);
+        for (const read of sync.read) {
+          const message = await getMessage(unit, messageId(read.author, Number(read.timestamp)));
+          if (message?.direction !== 'in' || message.status !== 'received') continue;
+          const next = { ...message, status: 'read' as const };
+          await putMessage(unit, next);
+          const conversation = await getConversation(unit, message.conversationId);
+          if (conversation) putConversation(unit, { ...conversation, unread: Math.max(0, conversation.unread - 1) });
+          events.push({ type: 'message-updated', message: next });
+        }
+        if (sync.deviceLinked) events.push({ type: 'device-linked', deviceId: envelope.sourceDeviceId });
+        return;
+      }
       case 'receiptMessage': {
+        if (fromSelf) return;
         const status = body.value.type === ReceiptMessage_Type.READ ? 'read' : 'delivered';
         for (const timestamp of body.value.timestamps) {
           followUps.push(async () => {
@@ -1047,6 +1376,7 @@ export class HushClient {
         return;
       }
       case 'typingMessage':
+        if (fromSelf) return;
         events.push({
           type: 'typing',
           from: author,
@@ -1056,22 +1386,7 @@ export class HushClient {
         return;
       case 'expirationTimerUpdate': {
         const conversationId = body.value.group ? `${GROUP_PREFIX}${hex(body.value.group.id)}` : author;
-        const conversation = (await getConversation(unit, conversationId)) ?? {
-          id: conversationId,
-          kind: body.value.group ? ('group' as const) : ('direct' as const),
-          lastMessageAt: envelope.timestamp,
-          expireTimer: 0,
-          unread: 0,
-        };
-        putConversation(unit, { ...conversation, expireTimer: body.value.expireTimer });
-        await this.systemMessage(
-          unit,
-          conversationId,
-          envelope.timestamp,
-          body.value.expireTimer
-            ? `Disappearing messages set to ${body.value.expireTimer} s.`
-            : 'Disappearing messages turned off.',
-        );
+        await this.applyTimer(unit, body.value, conversationId, envelope.timestamp);
         return;
       }
       case 'groupUpdate': {
@@ -1154,7 +1469,9 @@ export class HushClient {
               : {}),
             expireTimer: original.expiresAt ? Math.round((original.expiresAt - original.timestamp) / 1000) : 0,
           });
-          await this.sendContent(author, content, original.timestamp, `${original.id}:retry`);
+          // One of our own devices asked: it gets the message the way it gets all we send.
+          const resend = fromSelf ? syncSentContent(original.conversationId, content) : content;
+          await this.sendContent(author, resend, original.timestamp, `${original.id}:retry`);
         });
         return;
       }
@@ -1163,17 +1480,110 @@ export class HushClient {
     }
   }
 
+  /**
+   * A data message (text, attachments, quote, reaction) into a conversation: from someone else, or
+   * ours from another of our devices (stored as sent). Returns the message if it is new here.
+   */
+  private async applyData(
+    unit: StagedStore,
+    data: DataMessage,
+    envelope: Envelope,
+    conversationId: string,
+    events: ClientEvent[],
+  ): Promise<StoredMessage | undefined> {
+    const author = envelope.sourceAccountId;
+    if (data.reaction) {
+      const target = await getMessage(
+        unit,
+        messageId(data.reaction.targetAuthor, Number(data.reaction.targetTimestamp)),
+      );
+      if (target) {
+        const others = (target.reactions ?? []).filter((r) => r.author !== author);
+        const next = {
+          ...target,
+          reactions: data.reaction.remove ? others : [...others, { author, emoji: data.reaction.emoji }],
+        };
+        await putMessage(unit, next);
+        events.push({ type: 'message-updated', message: next });
+      }
+      return undefined;
+    }
+    const now = this.now();
+    const sentAt = Number(data.timestamp);
+    const ours = author === this.account.accountId;
+    const message: StoredMessage = {
+      id: messageId(author, sentAt),
+      conversationId,
+      author,
+      authorDevice: envelope.sourceDeviceId,
+      timestamp: sentAt,
+      receivedAt: now,
+      direction: ours ? 'out' : 'in',
+      kind: 'text',
+      body: data.body,
+      ...(data.quote ? { quote: { id: Number(data.quote.id), author: data.quote.author, text: data.quote.text } } : {}),
+      ...(data.attachments.length > 0
+        ? {
+            attachments: data.attachments.map((a) => ({
+              id: a.id,
+              key: toBase64(a.key),
+              digest: toBase64(a.digest),
+              size: Number(a.size),
+              contentType: a.contentType,
+              fileName: a.fileName,
+            })),
+          }
+        : {}),
+      status: ours ? 'sent' : 'received',
+      // Our own messages disappear counted from sending, as on the device that sent them.
+      ...(data.expireTimer ? { expiresAt: (ours ? sentAt : now) + data.expireTimer * 1000 } : {}),
+    };
+    if (await getMessage(unit, message.id)) return undefined; // the same message re-sent (e.g. after a repair)
+    await putMessage(unit, message);
+    const conversation = await getConversation(unit, conversationId);
+    if (conversation && data.expireTimer !== conversation.expireTimer)
+      putConversation(unit, { ...conversation, expireTimer: data.expireTimer });
+    events.push({ type: 'message', message });
+    return message;
+  }
+
+  /** A disappearing-messages timer change, from the other side or from another of our devices. */
+  private async applyTimer(
+    unit: StagedStore,
+    update: ExpirationTimerUpdate,
+    conversationId: string,
+    timestamp: number,
+  ): Promise<void> {
+    const conversation = (await getConversation(unit, conversationId)) ?? {
+      id: conversationId,
+      kind: conversationId.startsWith(GROUP_PREFIX) ? ('group' as const) : ('direct' as const),
+      lastMessageAt: timestamp,
+      expireTimer: 0,
+      unread: 0,
+    };
+    putConversation(unit, { ...conversation, expireTimer: update.expireTimer });
+    await this.systemMessage(
+      unit,
+      conversationId,
+      timestamp,
+      update.expireTimer
+        ? `Disappearing messages set to ${update.expireTimer} s.`
+        : 'Disappearing messages turned off.',
+    );
+  }
+
   private async distributeSenderKey(group: Group): Promise<void> {
     const skdm = await this.ourSenderKey(group);
     const timestamp = this.now();
     for (const accountId of group.members) {
       if (accountId === this.account.accountId) continue;
-      await this.sendContent(
+      const devices = await this.sendContent(
         accountId,
         senderKeyDistributionContent(unhex(group.id), skdm),
         timestamp,
         `skd:${group.id}:${group.distributionId}:${accountId}`,
       );
+      await this.markSenderKeyShared(group, accountId, devices);
     }
   }
 

@@ -85,16 +85,7 @@ export async function encryptAttachment(
     input.set(plaintext);
   }
   const key = crypto.randomBytes(ATTACHMENT_KEY_LENGTH);
-  const iv = crypto.randomBytes(IV_LENGTH);
-  const ct = await crypto.aes256CbcEncrypt(key.subarray(0, AES_KEY_LENGTH), iv, input);
-
-  const ciphertext = new Uint8Array(IV_LENGTH + ct.length + MAC_LENGTH);
-  ciphertext.set(iv);
-  ciphertext.set(ct, IV_LENGTH);
-  const macInput = ciphertext.subarray(0, IV_LENGTH + ct.length);
-  const mac = await crypto.hmacSha256(key.subarray(AES_KEY_LENGTH), macInput);
-  ciphertext.set(mac, IV_LENGTH + ct.length);
-
+  const ciphertext = await sealBlob(crypto, key, input);
   return { ciphertext, key, digest: await sha256(ciphertext), size };
 }
 
@@ -110,36 +101,56 @@ export async function decryptAttachment(
   digest: Uint8Array,
   size?: number | bigint,
 ): Promise<Uint8Array> {
+  // The key is checked first: a malformed pointer is reported as such, not as a digest mismatch.
   if (key.length !== ATTACHMENT_KEY_LENGTH)
     throw new AttachmentIntegrityError('malformed', `attachment key must be ${ATTACHMENT_KEY_LENGTH} bytes`);
-
   if (!constantTimeEqual(await sha256(ciphertext), digest))
     throw new AttachmentIntegrityError('digest', 'attachment digest mismatch');
 
-  if (ciphertext.length < MIN_CIPHERTEXT_LENGTH || (ciphertext.length - IV_LENGTH - MAC_LENGTH) % BLOCK !== 0)
-    throw new AttachmentIntegrityError('malformed', `attachment ciphertext has a bad length (${ciphertext.length})`);
-
-  const macOffset = ciphertext.length - MAC_LENGTH;
-  const expectedMac = await crypto.hmacSha256(key.subarray(AES_KEY_LENGTH), ciphertext.subarray(0, macOffset));
-  if (!constantTimeEqual(expectedMac, ciphertext.subarray(macOffset)))
-    throw new AttachmentIntegrityError('mac', 'attachment MAC mismatch');
-
-  let plaintext: Uint8Array;
-  try {
-    plaintext = await crypto.aes256CbcDecrypt(
-      key.subarray(0, AES_KEY_LENGTH),
-      ciphertext.subarray(0, IV_LENGTH),
-      ciphertext.subarray(IV_LENGTH, macOffset),
-    );
-  } catch (cause) {
-    // Only reachable when the sender itself encrypted garbage (the MAC verified).
-    throw new AttachmentIntegrityError('malformed', 'attachment cipher padding is invalid', { cause });
-  }
+  const plaintext = await openBlob(crypto, key, ciphertext);
 
   if (size === undefined) return plaintext;
   if (BigInt(size) > BigInt(plaintext.length) || BigInt(size) < 0n)
     throw new AttachmentIntegrityError('malformed', `attachment size ${size} exceeds its ${plaintext.length} bytes`);
   return plaintext.subarray(0, Number(size));
+}
+
+/**
+ * Encrypt-then-MAC under a 64-byte key (AES key ‖ MAC key): iv ‖ AES-256-CBC ‖ HMAC-SHA256(iv ‖ ct).
+ * The attachment layout; provisioning messages (src/provisioning.ts) use it too.
+ */
+export async function sealBlob(crypto: CryptoProvider, key: Uint8Array, plaintext: Uint8Array): Promise<Uint8Array> {
+  if (key.length !== ATTACHMENT_KEY_LENGTH) throw new RangeError(`blob key must be ${ATTACHMENT_KEY_LENGTH} bytes`);
+  const iv = crypto.randomBytes(IV_LENGTH);
+  const ct = await crypto.aes256CbcEncrypt(key.subarray(0, AES_KEY_LENGTH), iv, plaintext);
+  const blob = new Uint8Array(IV_LENGTH + ct.length + MAC_LENGTH);
+  blob.set(iv);
+  blob.set(ct, IV_LENGTH);
+  const mac = await crypto.hmacSha256(key.subarray(AES_KEY_LENGTH), blob.subarray(0, IV_LENGTH + ct.length));
+  blob.set(mac, IV_LENGTH + ct.length);
+  return blob;
+}
+
+/** Checks the MAC of a `sealBlob` output in constant time, then decrypts. Throws `AttachmentIntegrityError`. */
+export async function openBlob(crypto: CryptoProvider, key: Uint8Array, blob: Uint8Array): Promise<Uint8Array> {
+  if (key.length !== ATTACHMENT_KEY_LENGTH)
+    throw new AttachmentIntegrityError('malformed', `attachment key must be ${ATTACHMENT_KEY_LENGTH} bytes`);
+  if (blob.length < MIN_CIPHERTEXT_LENGTH || (blob.length - IV_LENGTH - MAC_LENGTH) % BLOCK !== 0)
+    throw new AttachmentIntegrityError('malformed', `attachment ciphertext has a bad length (${blob.length})`);
+  const macOffset = blob.length - MAC_LENGTH;
+  const expectedMac = await crypto.hmacSha256(key.subarray(AES_KEY_LENGTH), blob.subarray(0, macOffset));
+  if (!constantTimeEqual(expectedMac, blob.subarray(macOffset)))
+    throw new AttachmentIntegrityError('mac', 'attachment MAC mismatch');
+  try {
+    return await crypto.aes256CbcDecrypt(
+      key.subarray(0, AES_KEY_LENGTH),
+      blob.subarray(0, IV_LENGTH),
+      blob.subarray(IV_LENGTH, macOffset),
+    );
+  } catch (cause) {
+    // Only reachable when the sender itself encrypted garbage (the MAC verified).
+    throw new AttachmentIntegrityError('malformed', 'attachment cipher padding is invalid', { cause });
+  }
 }
 
 /** Constant-time equality; the lengths are public. */

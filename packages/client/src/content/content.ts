@@ -335,3 +335,43 @@ export function senderKeyDistributionContent(groupId: Uint8Array, distribution: 
     body: { case: 'senderKeyDistribution', value: { groupId, distribution } },
   });
 }
+
+/**
+ * To our own other devices: a message we sent to `destination` from this device (1:1 data messages
+ * and timer changes), so every device of the account shows the same conversation.
+ */
+export function syncSentContent(destination: string, sent: Content): Content {
+  const body = sent.body;
+  return create(ContentSchema, {
+    version: CONTENT_VERSION,
+    body: {
+      case: 'syncMessage',
+      value: {
+        sent: {
+          destination,
+          ...(body.case === 'dataMessage' ? { message: body.value } : {}),
+          ...(body.case === 'expirationTimerUpdate' ? { expirationTimerUpdate: body.value } : {}),
+        },
+      },
+    },
+  });
+}
+
+/** To our own other devices: messages the user read here. */
+export function syncReadContent(read: readonly { author: string; timestamp: Uint64 }[]): Content {
+  return create(ContentSchema, {
+    version: CONTENT_VERSION,
+    body: {
+      case: 'syncMessage',
+      value: { read: read.map((r) => ({ author: r.author, timestamp: u64(r.timestamp) })) },
+    },
+  });
+}
+
+/** A newly linked device's first message to the account's other devices (they set up sessions with it). */
+export function deviceLinkedContent(): Content {
+  return create(ContentSchema, {
+    version: CONTENT_VERSION,
+    body: { case: 'syncMessage', value: { deviceLinked: true } },
+  });
+}

@@ -46,6 +46,14 @@ export interface Envelope {
   content: Uint8Array;
 }
 
+export interface DeviceInfo {
+  deviceId: number;
+  registrationId: number;
+  createdAt: number;
+  /** The device's name, encrypted by the account's devices (the server cannot read it). */
+  name?: Uint8Array;
+}
+
 export interface OutgoingMessage {
   deviceId: number;
   registrationId: number;
@@ -265,7 +273,52 @@ export class HttpApi {
     return this.request('GET', `/v1/attachments/${id}`);
   }
 
-  devices(): Promise<{ devices: { deviceId: number; registrationId: number; createdAt: number }[] }> {
-    return this.request('GET', '/v1/devices');
+  async devices(): Promise<{ devices: DeviceInfo[] }> {
+    const json = await this.request('GET', '/v1/devices');
+    return {
+      devices: json.devices.map((d: Json) => ({
+        deviceId: d.deviceId,
+        registrationId: d.registrationId,
+        createdAt: d.createdAt,
+        ...(d.name ? { name: fromBase64(d.name) } : {}),
+      })),
+    };
+  }
+
+  /** Primary device only: a single-use code that lets one new device join this account (10 minutes). */
+  linkCode(): Promise<{ code: string; expiresAt: number }> {
+    return this.request('POST', '/v1/devices/link-code');
+  }
+
+  /** Primary device only: leaves the sealed provisioning message for a new device at its address. */
+  putProvisioningMessage(address: string, body: Uint8Array): Promise<void> {
+    return this.request('PUT', `/v1/provisioning/${address}`, { body: toBase64(body) });
+  }
+
+  /** The new device's side (no credentials yet): the provisioning message, once, or null while none is there. */
+  async takeProvisioningMessage(address: string): Promise<Uint8Array | null> {
+    const json = await this.request('GET', `/v1/provisioning/${address}`);
+    return json ? fromBase64(json.body) : null;
+  }
+
+  /** The new device joins the account with the link code; returns its device id. */
+  linkDevice(r: {
+    code: string;
+    password: string;
+    registrationId: number;
+    name?: Uint8Array;
+    keys: Required<Pick<KeyUpload, 'signedPreKey' | 'pqLastResortPreKey'>> & KeyUpload;
+  }): Promise<{ accountId: string; number: string; deviceId: number }> {
+    return this.request('PUT', '/v1/devices/link', {
+      code: r.code,
+      password: r.password,
+      registrationId: r.registrationId,
+      ...(r.name ? { name: toBase64(r.name) } : {}),
+      ...keyUploadJson(r.keys),
+    });
+  }
+
+  removeDevice(deviceId: number): Promise<void> {
+    return this.request('DELETE', `/v1/devices/${deviceId}`);
   }
 }

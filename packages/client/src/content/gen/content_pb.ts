@@ -28,7 +28,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file content.proto.
  */
 export const file_content: GenFile = /*@__PURE__*/
-  fileDesc("Cg1jb250ZW50LnByb3RvEg9odXNoLmNvbnRlbnQudjEi0gMKB0NvbnRlbnQSDwoHdmVyc2lvbhgBIAEoDRI0CgxkYXRhX21lc3NhZ2UYAiABKAsyHC5odXNoLmNvbnRlbnQudjEuRGF0YU1lc3NhZ2VIABI6Cg9yZWNlaXB0X21lc3NhZ2UYAyABKAsyHy5odXNoLmNvbnRlbnQudjEuUmVjZWlwdE1lc3NhZ2VIABI4Cg50eXBpbmdfbWVzc2FnZRgEIAEoCzIeLmh1c2guY29udGVudC52MS5UeXBpbmdNZXNzYWdlSAASNAoMZ3JvdXBfdXBkYXRlGAUgASgLMhwuaHVzaC5jb250ZW50LnYxLkdyb3VwVXBkYXRlSAASSQoXZXhwaXJhdGlvbl90aW1lcl91cGRhdGUYBiABKAsyJi5odXNoLmNvbnRlbnQudjEuRXhwaXJhdGlvblRpbWVyVXBkYXRlSAASNgoNcmV0cnlfcmVxdWVzdBgHIAEoCzIdLmh1c2guY29udGVudC52MS5SZXRyeVJlcXVlc3RIABJJChdzZW5kZXJfa2V5X2Rpc3RyaWJ1dGlvbhgIIAEoCzImLmh1c2guY29udGVudC52MS5TZW5kZXJLZXlEaXN0cmlidXRpb25IAEIGCgRib2R5IiwKDEdyb3VwQ29udGV4dBIKCgJpZBgBIAEoDBIQCghyZXZpc2lvbhgCIAEoDSKmAwoLRGF0YU1lc3NhZ2USEQoJdGltZXN0YW1wGAEgASgEEgwKBGJvZHkYAiABKAkSMQoFcXVvdGUYAyABKAsyIi5odXNoLmNvbnRlbnQudjEuRGF0YU1lc3NhZ2UuUXVvdGUSNwoIcmVhY3Rpb24YBCABKAsyJS5odXNoLmNvbnRlbnQudjEuRGF0YU1lc3NhZ2UuUmVhY3Rpb24SNwoLYXR0YWNobWVudHMYBSADKAsyIi5odXNoLmNvbnRlbnQudjEuQXR0YWNobWVudFBvaW50ZXISLAoFZ3JvdXAYBiABKAsyHS5odXNoLmNvbnRlbnQudjEuR3JvdXBDb250ZXh0EhQKDGV4cGlyZV90aW1lchgHIAEoDRoxCgVRdW90ZRIKCgJpZBgBIAEoBBIOCgZhdXRob3IYAiABKAkSDAoEdGV4dBgDIAEoCRpaCghSZWFjdGlvbhINCgVlbW9qaRgBIAEoCRIOCgZyZW1vdmUYAiABKAgSFQoNdGFyZ2V0X2F1dGhvchgDIAEoCRIYChB0YXJnZXRfdGltZXN0YW1wGAQgASgEInMKEUF0dGFjaG1lbnRQb2ludGVyEgoKAmlkGAEgASgJEgsKA2tleRgCIAEoDBIOCgZkaWdlc3QYAyABKAwSDAoEc2l6ZRgEIAEoBBIUCgxjb250ZW50X3R5cGUYBSABKAkSEQoJZmlsZV9uYW1lGAYgASgJIpgBCg5SZWNlaXB0TWVzc2FnZRIyCgR0eXBlGAEgASgOMiQuaHVzaC5jb250ZW50LnYxLlJlY2VpcHRNZXNzYWdlLlR5cGUSEgoKdGltZXN0YW1wcxgCIAMoBCI+CgRUeXBlEhQKEFRZUEVfVU5TUEVDSUZJRUQQABIRCg1UWVBFX0RFTElWRVJZEAESDQoJVFlQRV9SRUFEEAIitQEKDVR5cGluZ01lc3NhZ2USEQoJdGltZXN0YW1wGAEgASgEEjUKBmFjdGlvbhgCIAEoDjIlLmh1c2guY29udGVudC52MS5UeXBpbmdNZXNzYWdlLkFjdGlvbhIQCghncm91cF9pZBgDIAEoDCJICgZBY3Rpb24SFgoSQUNUSU9OX1VOU1BFQ0lGSUVEEAASEgoOQUNUSU9OX1NUQVJURUQQARISCg5BQ1RJT05fU1RPUFBFRBACIqMCCgtHcm91cFVwZGF0ZRIRCgl0aW1lc3RhbXAYASABKAQSEAoIZ3JvdXBfaWQYAiABKAwSMwoGYWN0aW9uGAMgASgOMiMuaHVzaC5jb250ZW50LnYxLkdyb3VwVXBkYXRlLkFjdGlvbhIQCghyZXZpc2lvbhgEIAEoDRIMCgRuYW1lGAUgASgJEg8KB21lbWJlcnMYBiADKAkSHwoXc2VuZGVyX2tleV9kaXN0cmlidXRpb24YByABKAwiaAoGQWN0aW9uEhYKEkFDVElPTl9VTlNQRUNJRklFRBAAEhEKDUFDVElPTl9DUkVBVEUQARIOCgpBQ1RJT05fQUREEAISEQoNQUNUSU9OX1JFTU9WRRADEhAKDEFDVElPTl9MRUFWRRAEIm4KFUV4cGlyYXRpb25UaW1lclVwZGF0ZRIRCgl0aW1lc3RhbXAYASABKAQSFAoMZXhwaXJlX3RpbWVyGAIgASgNEiwKBWdyb3VwGAMgASgLMh0uaHVzaC5jb250ZW50LnYxLkdyb3VwQ29udGV4dCJyCgxSZXRyeVJlcXVlc3QSGgoSb3JpZ2luYWxfdGltZXN0YW1wGAEgASgEEhUKDW9yaWdpbmFsX3R5cGUYAiABKA0SGgoSb3JpZ2luYWxfZGV2aWNlX2lkGAMgASgNEhMKC3JhdGNoZXRfa2V5GAQgASgMIj8KFVNlbmRlcktleURpc3RyaWJ1dGlvbhIQCghncm91cF9pZBgBIAEoDBIUCgxkaXN0cmlidXRpb24YAiABKAxiBnByb3RvMw");
+  fileDesc("Cg1jb250ZW50LnByb3RvEg9odXNoLmNvbnRlbnQudjEiiAQKB0NvbnRlbnQSDwoHdmVyc2lvbhgBIAEoDRI0CgxkYXRhX21lc3NhZ2UYAiABKAsyHC5odXNoLmNvbnRlbnQudjEuRGF0YU1lc3NhZ2VIABI6Cg9yZWNlaXB0X21lc3NhZ2UYAyABKAsyHy5odXNoLmNvbnRlbnQudjEuUmVjZWlwdE1lc3NhZ2VIABI4Cg50eXBpbmdfbWVzc2FnZRgEIAEoCzIeLmh1c2guY29udGVudC52MS5UeXBpbmdNZXNzYWdlSAASNAoMZ3JvdXBfdXBkYXRlGAUgASgLMhwuaHVzaC5jb250ZW50LnYxLkdyb3VwVXBkYXRlSAASSQoXZXhwaXJhdGlvbl90aW1lcl91cGRhdGUYBiABKAsyJi5odXNoLmNvbnRlbnQudjEuRXhwaXJhdGlvblRpbWVyVXBkYXRlSAASNgoNcmV0cnlfcmVxdWVzdBgHIAEoCzIdLmh1c2guY29udGVudC52MS5SZXRyeVJlcXVlc3RIABJJChdzZW5kZXJfa2V5X2Rpc3RyaWJ1dGlvbhgIIAEoCzImLmh1c2guY29udGVudC52MS5TZW5kZXJLZXlEaXN0cmlidXRpb25IABI0CgxzeW5jX21lc3NhZ2UYCSABKAsyHC5odXNoLmNvbnRlbnQudjEuU3luY01lc3NhZ2VIAEIGCgRib2R5IiwKDEdyb3VwQ29udGV4dBIKCgJpZBgBIAEoDBIQCghyZXZpc2lvbhgCIAEoDSKmAwoLRGF0YU1lc3NhZ2USEQoJdGltZXN0YW1wGAEgASgEEgwKBGJvZHkYAiABKAkSMQoFcXVvdGUYAyABKAsyIi5odXNoLmNvbnRlbnQudjEuRGF0YU1lc3NhZ2UuUXVvdGUSNwoIcmVhY3Rpb24YBCABKAsyJS5odXNoLmNvbnRlbnQudjEuRGF0YU1lc3NhZ2UuUmVhY3Rpb24SNwoLYXR0YWNobWVudHMYBSADKAsyIi5odXNoLmNvbnRlbnQudjEuQXR0YWNobWVudFBvaW50ZXISLAoFZ3JvdXAYBiABKAsyHS5odXNoLmNvbnRlbnQudjEuR3JvdXBDb250ZXh0EhQKDGV4cGlyZV90aW1lchgHIAEoDRoxCgVRdW90ZRIKCgJpZBgBIAEoBBIOCgZhdXRob3IYAiABKAkSDAoEdGV4dBgDIAEoCRpaCghSZWFjdGlvbhINCgVlbW9qaRgBIAEoCRIOCgZyZW1vdmUYAiABKAgSFQoNdGFyZ2V0X2F1dGhvchgDIAEoCRIYChB0YXJnZXRfdGltZXN0YW1wGAQgASgEInMKEUF0dGFjaG1lbnRQb2ludGVyEgoKAmlkGAEgASgJEgsKA2tleRgCIAEoDBIOCgZkaWdlc3QYAyABKAwSDAoEc2l6ZRgEIAEoBBIUCgxjb250ZW50X3R5cGUYBSABKAkSEQoJZmlsZV9uYW1lGAYgASgJIpgBCg5SZWNlaXB0TWVzc2FnZRIyCgR0eXBlGAEgASgOMiQuaHVzaC5jb250ZW50LnYxLlJlY2VpcHRNZXNzYWdlLlR5cGUSEgoKdGltZXN0YW1wcxgCIAMoBCI+CgRUeXBlEhQKEFRZUEVfVU5TUEVDSUZJRUQQABIRCg1UWVBFX0RFTElWRVJZEAESDQoJVFlQRV9SRUFEEAIitQEKDVR5cGluZ01lc3NhZ2USEQoJdGltZXN0YW1wGAEgASgEEjUKBmFjdGlvbhgCIAEoDjIlLmh1c2guY29udGVudC52MS5UeXBpbmdNZXNzYWdlLkFjdGlvbhIQCghncm91cF9pZBgDIAEoDCJICgZBY3Rpb24SFgoSQUNUSU9OX1VOU1BFQ0lGSUVEEAASEgoOQUNUSU9OX1NUQVJURUQQARISCg5BQ1RJT05fU1RPUFBFRBACIqMCCgtHcm91cFVwZGF0ZRIRCgl0aW1lc3RhbXAYASABKAQSEAoIZ3JvdXBfaWQYAiABKAwSMwoGYWN0aW9uGAMgASgOMiMuaHVzaC5jb250ZW50LnYxLkdyb3VwVXBkYXRlLkFjdGlvbhIQCghyZXZpc2lvbhgEIAEoDRIMCgRuYW1lGAUgASgJEg8KB21lbWJlcnMYBiADKAkSHwoXc2VuZGVyX2tleV9kaXN0cmlidXRpb24YByABKAwiaAoGQWN0aW9uEhYKEkFDVElPTl9VTlNQRUNJRklFRBAAEhEKDUFDVElPTl9DUkVBVEUQARIOCgpBQ1RJT05fQUREEAISEQoNQUNUSU9OX1JFTU9WRRADEhAKDEFDVElPTl9MRUFWRRAEIm4KFUV4cGlyYXRpb25UaW1lclVwZGF0ZRIRCgl0aW1lc3RhbXAYASABKAQSFAoMZXhwaXJlX3RpbWVyGAIgASgNEiwKBWdyb3VwGAMgASgLMh0uaHVzaC5jb250ZW50LnYxLkdyb3VwQ29udGV4dCJyCgxSZXRyeVJlcXVlc3QSGgoSb3JpZ2luYWxfdGltZXN0YW1wGAEgASgEEhUKDW9yaWdpbmFsX3R5cGUYAiABKA0SGgoSb3JpZ2luYWxfZGV2aWNlX2lkGAMgASgNEhMKC3JhdGNoZXRfa2V5GAQgASgMIj8KFVNlbmRlcktleURpc3RyaWJ1dGlvbhIQCghncm91cF9pZBgBIAEoDBIUCgxkaXN0cmlidXRpb24YAiABKAwixwIKC1N5bmNNZXNzYWdlEi8KBHNlbnQYASABKAsyIS5odXNoLmNvbnRlbnQudjEuU3luY01lc3NhZ2UuU2VudBIvCgRyZWFkGAIgAygLMiEuaHVzaC5jb250ZW50LnYxLlN5bmNNZXNzYWdlLlJlYWQSFQoNZGV2aWNlX2xpbmtlZBgDIAEoCBqTAQoEU2VudBITCgtkZXN0aW5hdGlvbhgBIAEoCRItCgdtZXNzYWdlGAIgASgLMhwuaHVzaC5jb250ZW50LnYxLkRhdGFNZXNzYWdlEkcKF2V4cGlyYXRpb25fdGltZXJfdXBkYXRlGAMgASgLMiYuaHVzaC5jb250ZW50LnYxLkV4cGlyYXRpb25UaW1lclVwZGF0ZRopCgRSZWFkEg4KBmF1dGhvchgBIAEoCRIRCgl0aW1lc3RhbXAYAiABKAQimQMKEFByb3Zpc2lvbk1lc3NhZ2USGQoRaWRlbnRpdHlfa2V5X3BhaXIYASABKAwSEgoKYWNjb3VudF9pZBgCIAEoCRIOCgZudW1iZXIYAyABKAkSEQoJbGlua19jb2RlGAQgASgJEkAKCGNvbnRhY3RzGAUgAygLMi4uaHVzaC5jb250ZW50LnYxLlByb3Zpc2lvbk1lc3NhZ2UuQ29udGFjdEVudHJ5EjwKBmdyb3VwcxgGIAMoCzIsLmh1c2guY29udGVudC52MS5Qcm92aXNpb25NZXNzYWdlLkdyb3VwRW50cnkaaAoMQ29udGFjdEVudHJ5EhIKCmFjY291bnRfaWQYASABKAkSDAoEbmFtZRgCIAEoCRIOCgZudW1iZXIYAyABKAkSFAoMaWRlbnRpdHlfa2V5GAQgASgMEhAKCHZlcmlmaWVkGAUgASgIGkkKCkdyb3VwRW50cnkSCgoCaWQYASABKAwSDAoEbmFtZRgCIAEoCRIPCgdtZW1iZXJzGAMgAygJEhAKCHJldmlzaW9uGAQgASgNYgZwcm90bzM");
 
 /**
  * @generated from message hush.content.v1.Content
@@ -86,6 +86,12 @@ export type Content = Message<"hush.content.v1.Content"> & {
      */
     value: SenderKeyDistribution;
     case: "senderKeyDistribution";
+  } | {
+    /**
+     * @generated from field: hush.content.v1.SyncMessage sync_message = 9;
+     */
+    value: SyncMessage;
+    case: "syncMessage";
   } | { case: undefined; value?: undefined };
 };
 
@@ -590,4 +596,213 @@ export type SenderKeyDistribution = Message<"hush.content.v1.SenderKeyDistributi
  */
 export const SenderKeyDistributionSchema: GenMessage<SenderKeyDistribution> = /*@__PURE__*/
   messageDesc(file_content, 9);
+
+/**
+ * From one of our own devices to our other devices (linked devices): what this account did
+ * elsewhere, so every device shows the same conversations. Accepted only from our own account.
+ *
+ * @generated from message hush.content.v1.SyncMessage
+ */
+export type SyncMessage = Message<"hush.content.v1.SyncMessage"> & {
+  /**
+   * @generated from field: hush.content.v1.SyncMessage.Sent sent = 1;
+   */
+  sent?: SyncMessage_Sent | undefined;
+
+  /**
+   * @generated from field: repeated hush.content.v1.SyncMessage.Read read = 2;
+   */
+  read: SyncMessage_Read[];
+
+  /**
+   * A newly linked device says hello, so our other devices set up sessions with it.
+   *
+   * @generated from field: bool device_linked = 3;
+   */
+  deviceLinked: boolean;
+};
+
+/**
+ * Describes the message hush.content.v1.SyncMessage.
+ * Use `create(SyncMessageSchema)` to create a new message.
+ */
+export const SyncMessageSchema: GenMessage<SyncMessage> = /*@__PURE__*/
+  messageDesc(file_content, 10);
+
+/**
+ * A message we sent from another device. 1:1 only: group messages reach our own devices as the
+ * group's sender-key message itself.
+ *
+ * @generated from message hush.content.v1.SyncMessage.Sent
+ */
+export type SyncMessage_Sent = Message<"hush.content.v1.SyncMessage.Sent"> & {
+  /**
+   * The account the message went to.
+   *
+   * @generated from field: string destination = 1;
+   */
+  destination: string;
+
+  /**
+   * @generated from field: hush.content.v1.DataMessage message = 2;
+   */
+  message?: DataMessage | undefined;
+
+  /**
+   * @generated from field: hush.content.v1.ExpirationTimerUpdate expiration_timer_update = 3;
+   */
+  expirationTimerUpdate?: ExpirationTimerUpdate | undefined;
+};
+
+/**
+ * Describes the message hush.content.v1.SyncMessage.Sent.
+ * Use `create(SyncMessage_SentSchema)` to create a new message.
+ */
+export const SyncMessage_SentSchema: GenMessage<SyncMessage_Sent> = /*@__PURE__*/
+  messageDesc(file_content, 10, 0);
+
+/**
+ * Messages we read on another device (so they stop counting as unread here).
+ *
+ * @generated from message hush.content.v1.SyncMessage.Read
+ */
+export type SyncMessage_Read = Message<"hush.content.v1.SyncMessage.Read"> & {
+  /**
+   * @generated from field: string author = 1;
+   */
+  author: string;
+
+  /**
+   * @generated from field: uint64 timestamp = 2;
+   */
+  timestamp: bigint;
+};
+
+/**
+ * Describes the message hush.content.v1.SyncMessage.Read.
+ * Use `create(SyncMessage_ReadSchema)` to create a new message.
+ */
+export const SyncMessage_ReadSchema: GenMessage<SyncMessage_Read> = /*@__PURE__*/
+  messageDesc(file_content, 10, 1);
+
+/**
+ * What the primary device hands a device it links (by QR code), encrypted to the new device's
+ * ephemeral key (src/provisioning.ts); never inside `Content`.
+ *
+ * @generated from message hush.content.v1.ProvisionMessage
+ */
+export type ProvisionMessage = Message<"hush.content.v1.ProvisionMessage"> & {
+  /**
+   * The account's identity key pair (serialized as in @hush/protocol): all devices of an account
+   * share it, as in Signal, so contacts see one safety number per account.
+   *
+   * @generated from field: bytes identity_key_pair = 1;
+   */
+  identityKeyPair: Uint8Array;
+
+  /**
+   * @generated from field: string account_id = 2;
+   */
+  accountId: string;
+
+  /**
+   * @generated from field: string number = 3;
+   */
+  number: string;
+
+  /**
+   * The single-use link code from POST /v1/devices/link-code.
+   *
+   * @generated from field: string link_code = 4;
+   */
+  linkCode: string;
+
+  /**
+   * @generated from field: repeated hush.content.v1.ProvisionMessage.ContactEntry contacts = 5;
+   */
+  contacts: ProvisionMessage_ContactEntry[];
+
+  /**
+   * @generated from field: repeated hush.content.v1.ProvisionMessage.GroupEntry groups = 6;
+   */
+  groups: ProvisionMessage_GroupEntry[];
+};
+
+/**
+ * Describes the message hush.content.v1.ProvisionMessage.
+ * Use `create(ProvisionMessageSchema)` to create a new message.
+ */
+export const ProvisionMessageSchema: GenMessage<ProvisionMessage> = /*@__PURE__*/
+  messageDesc(file_content, 11);
+
+/**
+ * @generated from message hush.content.v1.ProvisionMessage.ContactEntry
+ */
+export type ProvisionMessage_ContactEntry = Message<"hush.content.v1.ProvisionMessage.ContactEntry"> & {
+  /**
+   * @generated from field: string account_id = 1;
+   */
+  accountId: string;
+
+  /**
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string number = 3;
+   */
+  number: string;
+
+  /**
+   * 33-byte identity key, when known.
+   *
+   * @generated from field: bytes identity_key = 4;
+   */
+  identityKey: Uint8Array;
+
+  /**
+   * @generated from field: bool verified = 5;
+   */
+  verified: boolean;
+};
+
+/**
+ * Describes the message hush.content.v1.ProvisionMessage.ContactEntry.
+ * Use `create(ProvisionMessage_ContactEntrySchema)` to create a new message.
+ */
+export const ProvisionMessage_ContactEntrySchema: GenMessage<ProvisionMessage_ContactEntry> = /*@__PURE__*/
+  messageDesc(file_content, 11, 0);
+
+/**
+ * @generated from message hush.content.v1.ProvisionMessage.GroupEntry
+ */
+export type ProvisionMessage_GroupEntry = Message<"hush.content.v1.ProvisionMessage.GroupEntry"> & {
+  /**
+   * @generated from field: bytes id = 1;
+   */
+  id: Uint8Array;
+
+  /**
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * @generated from field: repeated string members = 3;
+   */
+  members: string[];
+
+  /**
+   * @generated from field: uint32 revision = 4;
+   */
+  revision: number;
+};
+
+/**
+ * Describes the message hush.content.v1.ProvisionMessage.GroupEntry.
+ * Use `create(ProvisionMessage_GroupEntrySchema)` to create a new message.
+ */
+export const ProvisionMessage_GroupEntrySchema: GenMessage<ProvisionMessage_GroupEntry> = /*@__PURE__*/
+  messageDesc(file_content, 11, 1);
 
