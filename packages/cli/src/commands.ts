@@ -129,13 +129,60 @@ export async function whoami(s: Session, o: Output): Promise<void> {
 
 export async function devices(s: Session, o: Output): Promise<void> {
   const client = await s.open();
-  const { devices } = await client.api.devices();
-  if (s.options.json) return o.out(json(devices));
+  const list = await client.devices();
+  if (s.options.json) return o.out(json(list));
   o.out(`Devices of ${client.account.number}:`);
-  for (const d of devices) {
-    const self = d.deviceId === client.account.deviceId ? pc.green(' (this device)') : '';
-    o.out(`  device ${d.deviceId}  registered ${when(d.createdAt)}  registration id ${d.registrationId}${self}`);
+  for (const d of list) {
+    const self = d.current ? pc.green(' (this device)') : '';
+    const name = d.name ? `  “${d.name}”` : d.deviceId === 1 ? '  (primary)' : '';
+    o.out(`  device ${d.deviceId}${name}  linked ${when(d.createdAt)}${self}`);
   }
+  if (client.account.deviceId === 1 && list.length < 6)
+    o.out(pc.dim('Link another: run `hush link` on the new device, then `hush devices add <link>` here.'));
+}
+
+/** On the new device: show a link as a QR code and wait for the primary device to scan it. */
+export async function link(s: Session, o: Output, opts: { name?: string; timeout: number }): Promise<void> {
+  const client = await s.open({ create: true });
+  const existing = await client.load();
+  if (existing) {
+    throw new CliError(
+      `${s.paths.home} already belongs to ${existing.number} (device ${existing.deviceId}); use another --home to link a new device`,
+    );
+  }
+  const { toString: qr } = (await import('qrcode')).default;
+  const account = await client.linkAsNewDevice({
+    ...(opts.name ? { name: opts.name } : {}),
+    timeoutMs: opts.timeout * 1000,
+    onLinkUri: async (uri) => {
+      o.err('On your primary device, scan this code, or run there:');
+      o.err(`  hush devices add '${uri}'`);
+      o.err(await qr(uri, { type: 'terminal', small: true }));
+      o.err(`Waiting up to ${plural(opts.timeout, 'second')} …`);
+    },
+    onProgress: (step) => o.err(`  ${step} …`),
+  });
+  saveConfig(s.paths, { server: s.server });
+  o.out(`Linked as device ${account.deviceId} of ${account.number} (account ${account.accountId})`);
+  o.out('This device made its own keys; it shares only the account identity, which arrived end-to-end encrypted.');
+}
+
+/** On the primary device: link the new device whose QR code / link was scanned. */
+export async function devicesAdd(s: Session, o: Output, uri: string): Promise<void> {
+  const client = await s.open();
+  if (client.account.deviceId !== 1) throw new CliError('only the primary device (device 1) can link new devices');
+  await client.linkDevice(uri);
+  o.out('Sent the account keys to the new device (end-to-end encrypted); it finishes linking on its side.');
+}
+
+export async function devicesRemove(s: Session, o: Output, deviceId: number): Promise<void> {
+  const client = await s.open();
+  await client.removeDevice(deviceId);
+  o.out(
+    deviceId === client.account.deviceId
+      ? 'This device is unlinked; its store here no longer works with the account.'
+      : `Device ${deviceId} is unlinked: it can no longer read or send for this account.`,
+  );
 }
 
 // ---------------------------------------------------------------- contacts

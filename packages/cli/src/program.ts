@@ -191,7 +191,34 @@ export function buildProgram(output: Output = stdio, state: { session?: Session 
     )
     .action(action('safetyNumber'));
 
-  program.command('devices').description('the devices of your account').action(action('devices'));
+  program
+    .command('link')
+    .description('make this device a linked device of an existing account (shows a QR code to scan)')
+    .option('--name <name>', 'a name for this device, shown in `hush devices` (encrypted)')
+    .addOption(
+      new Option('--timeout <seconds>', 'how long to wait for the primary to scan').argParser(positiveInt).default(600),
+    )
+    .addHelpText(
+      'after',
+      examples(
+        'hush --home ~/.hush-laptop link --name laptop',
+        "then on the primary: hush devices add 'hush://link?…'",
+      ),
+    )
+    .action(action('link'));
+
+  const devices = program.command('devices').description('the devices of your account (up to 6): list, link, unlink');
+  devices.command('list', { isDefault: true }).description('the devices of your account').action(action('devices'));
+  devices
+    .command('add')
+    .description('on the primary device: link the new device showing this link / QR code')
+    .argument('<link>', 'the hush://link?… shown by `hush link` on the new device')
+    .action(action('devicesAdd'));
+  devices
+    .command('remove')
+    .description('unlink a device (the primary can unlink any other; a linked device itself)')
+    .argument('<device-id>', 'the device number from `hush devices`', positiveInt)
+    .action(action('devicesRemove'));
 
   const contacts = program.command('contacts').description('names for account ids (kept in the encrypted store)');
   contacts

@@ -138,7 +138,10 @@ describe('hush --help', () => {
     [['send-file'], ['--caption', '<path>']],
     [['get-file'], ['--out', '<message-id>']],
     [['safety-number'], ['--accept', '--verify']],
-    [['devices'], []],
+    [['devices'], ['list', 'add', 'remove']],
+    [['devices', 'add'], ['<link>']],
+    [['devices', 'remove'], ['<device-id>']],
+    [['link'], ['--name', '--timeout']],
     [['contacts'], ['add', 'list']],
     [
       ['contacts', 'add'],
@@ -277,6 +280,35 @@ describe('hush against a running server', () => {
     expect(readFileSync(out, 'utf8')).toBe('a small encrypted file\n');
     const groups = await as('bob', 'group', 'list');
     expect(groups.stdout).toContain('trio');
+  });
+
+  it('links a second device by QR link; both devices then receive, and the list shows it', async () => {
+    const linking = start(['--home', home('alice-laptop'), '--server', server.url, 'link', '--name', 'laptop']);
+    await linking.waitFor((_out, err) => err.includes("hush devices add '"));
+    const uri = /hush devices add '([^']+)'/.exec(linking.stderr)?.[1] as string;
+    expect(uri).toMatch(/^hush:\/\/link\?address=/);
+    const added = await as('alice', 'devices', 'add', uri);
+    expect(added.code, added.stderr).toBe(0);
+    const linked = await linking.exited;
+    expect(linked.code, linked.stderr).toBe(0);
+    expect(linked.stdout).toContain(`Linked as device 2 of +14155550201 (account ${aliceId})`);
+
+    const list = await as('alice', 'devices');
+    expect(list.code, list.stderr).toBe(0);
+    expect(list.stdout).toMatch(/device 1 {2}\(primary\).*\(this device\)/);
+    expect(list.stdout).toContain('device 2  “laptop”');
+    // A linked device cannot link others.
+    const refused = await as('alice-laptop', 'devices', 'add', uri);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('only the primary device');
+
+    const sent = await as('bob', 'send', aliceId, 'to every device of alice');
+    expect(sent.code, sent.stderr).toBe(0);
+    for (const device of ['alice', 'alice-laptop']) {
+      const got = await as(device, 'listen', '--once');
+      expect(got.code, got.stderr).toBe(0);
+      expect(got.stdout).toContain('to every device of alice');
+    }
   });
 
   it('listen prints messages live, refuses a second process on the same device, and stops on Ctrl-C', async () => {
