@@ -36,10 +36,14 @@ function query<T>(server: TestServer, sql: string, ...params: unknown[]): T[] {
 const count = (server: TestServer, sql: string, ...params: unknown[]) =>
   (query<{ n: number }>(server, sql, ...params)[0] as { n: number }).n;
 
-function closed(ws: WebSocket): Promise<{ code: number; reason: string }> {
-  return new Promise((resolve) => {
-    if (ws.readyState === ws.CLOSED) resolve({ code: -1, reason: 'already closed' });
-    ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() }));
+function closed(ws: WebSocket, timeoutMs = 10_000): Promise<{ code: number; reason: string }> {
+  return new Promise((resolve, reject) => {
+    if (ws.readyState === ws.CLOSED) return reject(new Error('the socket was closed already'));
+    const timer = setTimeout(() => reject(new Error('the socket was not closed')), timeoutMs);
+    ws.once('close', (code, reason) => {
+      clearTimeout(timer);
+      resolve({ code, reason: reason.toString() });
+    });
   });
 }
 
