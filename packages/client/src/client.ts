@@ -671,7 +671,10 @@ export class HushClient {
     const plaintext = encodeContent(content);
     for (let attempt = 1; ; attempt++) {
       const messages = await this.unitOfWork(async (unit, stores) => {
-        if ((await this.sessionDevices(unit, accountId)).length === 0) await this.establish(stores, accountId, '*');
+        // Never all of our own account's bundles: that would spend this device's own one-time keys.
+        const own = accountId === this.account.accountId;
+        if (!own && (await this.sessionDevices(unit, accountId)).length === 0)
+          await this.establish(stores, accountId, '*');
         const out: OutgoingMessage[] = [];
         for (const deviceId of await this.sessionDevices(unit, accountId)) {
           const address = new ProtocolAddress(accountId, deviceId);
