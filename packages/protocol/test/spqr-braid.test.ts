@@ -296,7 +296,7 @@ describe.each(providers)('SPQR braid between two Hush ratchets with the $name pr
     const bad = [
       good.subarray(0, good.length - 1),
       serializeSpqrState({ ...a.state, braid: { ...a.state.braid, epoch: 0 } }),
-      withoutBraidFields(good, [5]), // HeaderSent without its dk
+      withoutBraidFields(good, [12]), // HeaderSent without its key-pair seed
       withoutBraidFields(good, [10]), // … without its ek encoder
       withoutBraidFields(good, [11]), // … without its ct1 decoder
       serializeSpqrState({ ...a.state, chain: { ...a.state.chain, links: [] } }),

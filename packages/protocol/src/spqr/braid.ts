@@ -52,6 +52,8 @@ export const HDR_MESSAGE_BYTES = HEADER_BYTES + MAC_BYTES; // 96: 3 chunks
 export const EK_MESSAGE_BYTES = EK_VECTOR_BYTES; // 1152: 36 chunks
 export const CT1_MESSAGE_BYTES = CT1_BYTES; // 960: 30 chunks
 export const CT2_MESSAGE_BYTES = CT2_BYTES + MAC_BYTES; // 160: 5 chunks
+/** ML-KEM key generation's randomness d ‖ z. */
+export const KEYGEN_SEED_BYTES = 64;
 
 /** An encoder and the index of the next chunk to send (a u32 counter; chunk indices wrap at 2¹⁶). */
 export interface Sending {
@@ -65,31 +67,33 @@ interface Common {
   readonly auth: Authenticator;
 }
 
-// send_ek role
+// send_ek role. The epoch's ML-KEM key pair is kept as its 64-byte key-generation seed (d ‖ z;
+// FIPS 203 key generation is deterministic): session records are read and written on every
+// message, and the seed is 64 bytes where dk and ek are 3.5 KB. The ek vector and dk are derived
+// again where they are needed, once each per epoch.
 export interface KeysUnsampled extends Common {
   readonly kind: 'KeysUnsampled';
 }
 export interface KeysSampled extends Common {
   readonly kind: 'KeysSampled';
-  readonly dk: Uint8Array;
-  readonly ekVector: Uint8Array;
+  readonly seed: Uint8Array;
   readonly sendingHdr: Sending;
 }
 export interface HeaderSent extends Common {
   readonly kind: 'HeaderSent';
-  readonly dk: Uint8Array;
+  readonly seed: Uint8Array;
   readonly sendingEk: Sending;
   readonly receivingCt1: ChunkDecoder;
 }
 export interface Ct1Received extends Common {
   readonly kind: 'Ct1Received';
-  readonly dk: Uint8Array;
+  readonly seed: Uint8Array;
   readonly ct1: Uint8Array;
   readonly sendingEk: Sending;
 }
 export interface EkSentCt1Received extends Common {
   readonly kind: 'EkSentCt1Received';
-  readonly dk: Uint8Array;
+  readonly seed: Uint8Array;
   readonly ct1: Uint8Array;
   readonly receivingCt2: ChunkDecoder;
 }
@@ -232,16 +236,11 @@ export async function braidSend(
   });
   switch (state.kind) {
     case 'KeysUnsampled': {
-      const keys = generateKeyPair(crypto.randomBytes(64));
-      const mac = await headerMac(crypto, state.auth, epoch, keys.header);
-      const [chunk, sendingHdr] = nextChunk(startSending(concatBytes(keys.header, mac)));
-      const next: KeysSampled = {
-        ...common(state),
-        kind: 'KeysSampled',
-        dk: keys.dk,
-        ekVector: keys.ekVector,
-        sendingHdr,
-      };
+      const seed = crypto.randomBytes(KEYGEN_SEED_BYTES);
+      const { header } = generateKeyPair(seed);
+      const mac = await headerMac(crypto, state.auth, epoch, header);
+      const [chunk, sendingHdr] = nextChunk(startSending(concatBytes(header, mac)));
+      const next: KeysSampled = { ...common(state), kind: 'KeysSampled', seed, sendingHdr };
       return out(next, SpqrMessageType.Hdr, chunk);
     }
     case 'KeysSampled': {
@@ -348,8 +347,8 @@ export async function braidRecv(crypto: CryptoProvider, state: BraidState, messa
       const next: HeaderSent = {
         ...common(state),
         kind: 'HeaderSent',
-        dk: state.dk,
-        sendingEk: startSending(state.ekVector),
+        seed: state.seed,
+        sendingEk: startSending(generateKeyPair(state.seed).ekVector),
         receivingCt1,
       };
       return { state: next };
@@ -361,7 +360,7 @@ export async function braidRecv(crypto: CryptoProvider, state: BraidState, messa
       const next: Ct1Received = {
         ...common(state),
         kind: 'Ct1Received',
-        dk: state.dk,
+        seed: state.seed,
         ct1,
         sendingEk: state.sendingEk,
       };
@@ -374,7 +373,7 @@ export async function braidRecv(crypto: CryptoProvider, state: BraidState, messa
       const next: EkSentCt1Received = {
         ...common(state),
         kind: 'EkSentCt1Received',
-        dk: state.dk,
+        seed: state.seed,
         ct1: state.ct1,
         receivingCt2,
       };
@@ -385,7 +384,7 @@ export async function braidRecv(crypto: CryptoProvider, state: BraidState, messa
       const { decoder, message: ct2AndMac } = receive(state.receivingCt2, chunk);
       if (!ct2AndMac) return { state: { ...state, receivingCt2: decoder } };
       const ct2 = ct2AndMac.subarray(0, CT2_BYTES);
-      const secret = await deriveEpochSecret(crypto, epoch, decaps(state.dk, state.ct1, ct2));
+      const secret = await deriveEpochSecret(crypto, epoch, decaps(generateKeyPair(state.seed).dk, state.ct1, ct2));
       const auth = await updateAuthenticator(crypto, state.auth, epoch, secret);
       await verifyCiphertextMac(crypto, auth, epoch, state.ct1, ct2, ct2AndMac.subarray(CT2_BYTES));
       const next: NoHeaderReceived = {

@@ -9,12 +9,13 @@ import {
   CT2_MESSAGE_BYTES,
   EK_MESSAGE_BYTES,
   HDR_MESSAGE_BYTES,
+  KEYGEN_SEED_BYTES,
   type Sending,
   initialBraidState,
 } from './braid.ts';
 import { ChainDirection, type ChainHalf, type ChainLink, type SkippedKey, type SpqrChainState } from './chain.ts';
 import { CHUNK_BYTES, type Chunk, ChunkDecoder, ChunkEncoder } from './erasure.ts';
-import { CT1_BYTES, DK_BYTES, EK_VECTOR_BYTES, HEADER_BYTES } from './incremental-mlkem768.ts';
+import { CT1_BYTES, EK_VECTOR_BYTES, HEADER_BYTES } from './incremental-mlkem768.ts';
 import type { SpqrState } from './ratchet.ts';
 
 /*
@@ -25,7 +26,8 @@ import type { SpqrState } from './ratchet.ts';
  *   Link       1 send Half · 2 recv Half
  *   Half       1 ctr · 2 next (32 bytes, or empty once unusable) · 3 skipped keys (BE32 ctr ‖ key)*
  *   Braid      1 state (1–11 in spqr's order) · 2 epoch · 3 auth root key · 4 auth MAC key
- *              · 5 dk · 6 ek vector · 7 header · 8 ct1 · 9 m · 10 Sending · 11 Receiving
+ *              · 6 ek vector · 7 header · 8 ct1 (unless it is the Sending's message) · 9 m
+ *              · 10 Sending · 11 Receiving · 12 ML-KEM key-pair seed (5, the dk, is retired)
  *   Sending    1 encoded message · 2 next chunk index
  *   Receiving  1 message length · 2 chunks (BE16 index ‖ 32 bytes)*
  *
@@ -73,7 +75,7 @@ function writeChain(writer: BinaryWriter, chain: SpqrChainState): void {
 }
 
 interface BraidParts {
-  dk?: Uint8Array;
+  seed?: Uint8Array;
   ekVector?: Uint8Array;
   header?: Uint8Array;
   ct1?: Uint8Array;
@@ -88,21 +90,22 @@ function parts(s: BraidState): BraidParts {
     case 'KeysUnsampled':
       return {};
     case 'KeysSampled':
-      return { dk: s.dk, ekVector: s.ekVector, sending: s.sendingHdr };
+      return { seed: s.seed, sending: s.sendingHdr };
     case 'HeaderSent':
-      return { dk: s.dk, sending: s.sendingEk, receiving: s.receivingCt1 };
+      return { seed: s.seed, sending: s.sendingEk, receiving: s.receivingCt1 };
     case 'Ct1Received':
-      return { dk: s.dk, ct1: s.ct1, sending: s.sendingEk };
+      return { seed: s.seed, ct1: s.ct1, sending: s.sendingEk };
     case 'EkSentCt1Received':
-      return { dk: s.dk, ct1: s.ct1, receiving: s.receivingCt2 };
+      return { seed: s.seed, ct1: s.ct1, receiving: s.receivingCt2 };
     case 'NoHeaderReceived':
       return { receiving: s.receivingHdr };
     case 'HeaderReceived':
       return { header: s.header, receiving: s.receivingEk };
     case 'Ct1Sampled':
-      return { header: s.header, m: s.m, ct1: s.ct1, sending: s.sendingCt1, receiving: s.receivingEk };
+      // ct1 is what the ct1 encoder sends: stored once, as the encoder's message.
+      return { header: s.header, m: s.m, sending: s.sendingCt1, receiving: s.receivingEk };
     case 'EkReceivedCt1Sampled':
-      return { header: s.header, m: s.m, ct1: s.ct1, ekVector: s.ekVector, sending: s.sendingCt1 };
+      return { header: s.header, m: s.m, ekVector: s.ekVector, sending: s.sendingCt1 };
     case 'Ct1Acknowledged':
       return { header: s.header, m: s.m, ct1: s.ct1, receiving: s.receivingEk };
     case 'Ct2Sampled':
@@ -123,7 +126,7 @@ function writeBraid(writer: BinaryWriter, state: BraidState): void {
     .bytes(state.auth.macKey);
   const p = parts(state);
   for (const [no, value] of [
-    [5, p.dk],
+    [12, p.seed],
     [6, p.ekVector],
     [7, p.header],
     [8, p.ct1],
@@ -237,7 +240,7 @@ interface RawBraid {
   epoch?: number;
   rootKey?: Uint8Array;
   macKey?: Uint8Array;
-  dk?: Uint8Array;
+  seed?: Uint8Array;
   ekVector?: Uint8Array;
   header?: Uint8Array;
   ct1?: Uint8Array;
@@ -287,8 +290,8 @@ function readBraid(bytes: Uint8Array): BraidState {
       case 4:
         raw.macKey = f.bytes();
         break;
-      case 5:
-        raw.dk = f.bytes();
+      case 12:
+        raw.seed = f.bytes();
         break;
       case 6:
         raw.ekVector = f.bytes();
@@ -322,7 +325,7 @@ function readBraid(bytes: Uint8Array): BraidState {
 }
 
 function buildBraid(kind: BraidStateKind, common: { epoch: number; auth: Authenticator }, raw: RawBraid): BraidState {
-  const dk = () => sized(raw.dk, DK_BYTES, 'dk');
+  const seed = () => sized(raw.seed, KEYGEN_SEED_BYTES, 'key pair seed');
   const ekVector = () => sized(raw.ekVector, EK_VECTOR_BYTES, 'ek vector');
   const header = () => sized(raw.header, HEADER_BYTES, 'header');
   const ct1 = () => sized(raw.ct1, CT1_BYTES, 'ct1');
@@ -342,43 +345,33 @@ function buildBraid(kind: BraidStateKind, common: { epoch: number; auth: Authent
     case 'KeysUnsampled':
       return { kind, ...common };
     case 'KeysSampled':
-      return { kind, ...common, dk: dk(), ekVector: ekVector(), sendingHdr: sending(HDR_MESSAGE_BYTES) };
+      return { kind, ...common, seed: seed(), sendingHdr: sending(HDR_MESSAGE_BYTES) };
     case 'HeaderSent':
       return {
         kind,
         ...common,
-        dk: dk(),
+        seed: seed(),
         sendingEk: sending(EK_MESSAGE_BYTES),
         receivingCt1: receiving(CT1_MESSAGE_BYTES),
       };
     case 'Ct1Received':
-      return { kind, ...common, dk: dk(), ct1: ct1(), sendingEk: sending(EK_MESSAGE_BYTES) };
+      return { kind, ...common, seed: seed(), ct1: ct1(), sendingEk: sending(EK_MESSAGE_BYTES) };
     case 'EkSentCt1Received':
-      return { kind, ...common, dk: dk(), ct1: ct1(), receivingCt2: receiving(CT2_MESSAGE_BYTES) };
+      return { kind, ...common, seed: seed(), ct1: ct1(), receivingCt2: receiving(CT2_MESSAGE_BYTES) };
     case 'NoHeaderReceived':
       return { kind, ...common, receivingHdr: receiving(HDR_MESSAGE_BYTES) };
     case 'HeaderReceived':
       return { kind, ...common, header: header(), receivingEk: receiving(EK_MESSAGE_BYTES) };
-    case 'Ct1Sampled':
-      return {
-        kind,
-        ...common,
-        header: header(),
-        m: m(),
-        ct1: ct1(),
-        sendingCt1: sending(CT1_MESSAGE_BYTES),
-        receivingEk: receiving(EK_MESSAGE_BYTES),
-      };
-    case 'EkReceivedCt1Sampled':
-      return {
-        kind,
-        ...common,
-        header: header(),
-        m: m(),
-        ct1: ct1(),
-        ekVector: ekVector(),
-        sendingCt1: sending(CT1_MESSAGE_BYTES),
-      };
+    case 'Ct1Sampled': {
+      const sendingCt1 = sending(CT1_MESSAGE_BYTES);
+      const ct1 = sendingCt1.encoder.message;
+      return { kind, ...common, header: header(), m: m(), ct1, sendingCt1, receivingEk: receiving(EK_MESSAGE_BYTES) };
+    }
+    case 'EkReceivedCt1Sampled': {
+      const sendingCt1 = sending(CT1_MESSAGE_BYTES);
+      const ct1 = sendingCt1.encoder.message;
+      return { kind, ...common, header: header(), m: m(), ct1, ekVector: ekVector(), sendingCt1 };
+    }
     case 'Ct1Acknowledged':
       return { kind, ...common, header: header(), m: m(), ct1: ct1(), receivingEk: receiving(EK_MESSAGE_BYTES) };
     case 'Ct2Sampled':
