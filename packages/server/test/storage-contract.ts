@@ -1,6 +1,7 @@
 import { randomInt, randomUUID } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ApiError } from '../src/core/errors.ts';
+import { VERIFICATION_SESSION_RETENTION_MS } from '../src/core/limits.ts';
 import type {
   Account,
   Device,
@@ -27,7 +28,9 @@ import type {
  *   unknown, unverified or other-number session; a rejected call changes nothing;
  * - `takeKeys` may hand out the one-time keys in any order; a one-time EC key is optional;
  * - a link code or provisioning message is expired when `expiresAt <= now`; `linkDevice` rejects
- *   with ApiError 403 `link_code_invalid` or 409 `too_many_devices` and then changes nothing.
+ *   with ApiError 403 `link_code_invalid` or 409 `too_many_devices` and then changes nothing;
+ * - `deleteExpired(now)` drops a verification session in any state once
+ *   `expiresAt + VERIFICATION_SESSION_RETENTION_MS <= now`, and not before.
  */
 export function storageContract(name: string, open: () => Promise<{ storage: Storage; close(): Promise<void> }>) {
   describe(`storage contract: ${name}`, () => {
@@ -179,6 +182,64 @@ export function storageContract(name: string, open: () => Promise<{ storage: Sto
         await storage.updateVerificationSession(updated);
         expect(await storage.getVerificationSession(a.id)).toEqual(updated);
         expect(await storage.getVerificationSession(b.id)).toEqual(b);
+      });
+
+      it('deleteExpired keeps a session for a day after it expired, then drops it whatever its state', async () => {
+        const KEEP = VERIFICATION_SESSION_RETENTION_MS;
+        const now = T0 + 10 * DAY;
+        const pending = session({ verified: false, expiresAt: now - KEEP });
+        const failed = session({ verified: false, failedAttempts: 5, expiresAt: now - KEEP - DAY });
+        const verified = session({ verified: true, expiresAt: now - KEEP });
+        const justExpired = session({ verified: false, expiresAt: now - 1 });
+        const lastMoment = session({ verified: true, expiresAt: now - KEEP + 1 });
+        const live = session({ verified: false, expiresAt: now + 600_000 });
+        for (const s of [pending, failed, verified, justExpired, lastMoment, live]) {
+          await storage.insertVerificationSession(s);
+        }
+        // A consumed one: the session an account was created from.
+        const consumed = await register();
+        await storage.updateVerificationSession({
+          ...((await storage.getVerificationSession(consumed.sessionId)) as VerificationSession),
+          expiresAt: now - KEEP - 1,
+        });
+        expect((await storage.getVerificationSession(consumed.sessionId))?.consumed).toBe(true);
+
+        expect(await storage.deleteExpired(now)).toBe(0); // counts envelopes only
+        for (const gone of [pending, failed, verified])
+          expect(await storage.getVerificationSession(gone.id)).toBeNull();
+        expect(await storage.getVerificationSession(consumed.sessionId)).toBeNull();
+        for (const kept of [justExpired, lastMoment, live]) {
+          expect(await storage.getVerificationSession(kept.id)).toEqual(kept);
+        }
+        // The account made from the dropped session stays.
+        expect(await storage.getAccount(consumed.account.id)).toEqual(consumed.account);
+
+        await storage.deleteExpired(now + 1);
+        expect(await storage.getVerificationSession(lastMoment.id)).toBeNull();
+        expect(await storage.getVerificationSession(justExpired.id)).toEqual(justExpired);
+      });
+
+      it('a dropped session cannot be registered and its number can be verified anew', async () => {
+        const old = session({ verified: true, expiresAt: T0 });
+        await storage.insertVerificationSession(old);
+        await storage.deleteExpired(T0 + VERIFICATION_SESSION_RETENTION_MS);
+        expect(await storage.getVerificationSession(old.id)).toBeNull();
+        const account: Account = { id: uid(), number: old.number, identityKey: bytes(33, 5), createdAt: T0 };
+        const device: Device = {
+          accountId: account.id,
+          deviceId: 1,
+          registrationId: 1,
+          passwordHash: bytes(32, 1),
+          passwordSalt: bytes(16, 2),
+          createdAt: T0,
+        };
+        const keys = { signedPreKey: signedKey(1), pqLastResortPreKey: kyberKey(1) };
+        await rejectsWith(storage.createAccount(account, device, keys, old.id));
+        expect(await storage.getAccountByNumber(old.number)).toBeNull();
+        const fresh = session({ number: old.number });
+        await storage.insertVerificationSession(fresh);
+        await storage.createAccount(account, device, keys, fresh.id);
+        expect(await storage.getAccountByNumber(old.number)).toEqual(account);
       });
     });
 

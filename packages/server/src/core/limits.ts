@@ -7,6 +7,13 @@ export const VERIFICATION_CODE_TTL_MS = 10 * 60 * 1000;
 export const MAX_WRONG_CODES = 5;
 /** A verified session may be turned into an account for this long after it was created. */
 export const VERIFIED_SESSION_TTL_MS = 60 * 60 * 1000;
+/**
+ * The expiry sweep (`deleteExpired`) drops a verification session this long after its `expiresAt`
+ * (when its code stopped being accepted), whatever its state. Until then a late code still gets
+ * 410 `code_expired` rather than 404. Must outlast VERIFIED_SESSION_TTL_MS - VERIFICATION_CODE_TTL_MS,
+ * the time a verified session can still be registered after its code expired.
+ */
+export const VERIFICATION_SESSION_RETENTION_MS = 24 * 60 * 60 * 1000;
 export const MIN_PASSWORD_LENGTH = 20;
 export const MAX_PASSWORD_LENGTH = 512;
 export const MAX_FETCH_BATCH = 100;

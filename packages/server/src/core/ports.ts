@@ -238,7 +238,9 @@ export interface MessageStore {
   countQueue(accountId: string, deviceId: number, now: number): Promise<number>;
   /**
    * Drops expired envelopes and send receipts, and (being one storage) expired link codes and
-   * provisioning messages; returns how many envelopes went.
+   * provisioning messages, ended rate-limit windows, and verification sessions, whatever their
+   * state, once `expiresAt + VERIFICATION_SESSION_RETENTION_MS <= now` (core/limits.ts: a day
+   * after their code expired); returns how many envelopes went.
    */
   deleteExpired(now: number): Promise<number>;
 }

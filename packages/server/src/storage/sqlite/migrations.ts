@@ -155,6 +155,13 @@ export const migrations: readonly { name: string; sql: string }[] = [
       CREATE INDEX provisioning_messages_expiry ON provisioning_messages (expires_at);
     `,
   },
+  {
+    // The expiry sweep drops verification sessions by expires_at.
+    name: 'verification session expiry',
+    sql: `
+      CREATE INDEX verification_sessions_expiry ON verification_sessions (expires_at);
+    `,
+  },
 ];
 
 /** The schema version this code writes. */

@@ -2,6 +2,7 @@ import { createRequire } from 'node:module';
 import { MessageChannel, type MessagePort, Worker, receiveMessageOnPort } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { ApiError, badRequest } from '../../core/errors.ts';
+import { VERIFICATION_SESSION_RETENTION_MS } from '../../core/limits.ts';
 import type {
   Account,
   AttachmentMeta,
@@ -194,6 +195,7 @@ function prepareStatements(db: Database.Database) {
         WHERE id = ?`,
     ),
     consumeSession: s('UPDATE verification_sessions SET consumed = 1 WHERE id = ? AND consumed = 0'),
+    deleteOldSessions: s('DELETE FROM verification_sessions WHERE expires_at <= ?'),
 
     // One statement, so atomic on its own: a window that has ended (reset_at <= now) starts over.
     hit: s<{ count: number; reset_at: number }>(
@@ -1287,12 +1289,14 @@ export class SqliteStorage implements Storage {
     this.q.deleteExpiredRateLimits.run(now);
     this.q.deleteExpiredLinkCodes.run(now);
     this.q.deleteExpiredProvisioning.run(now);
+    this.q.deleteOldSessions.run(now - VERIFICATION_SESSION_RETENTION_MS);
     return envelopes;
   }
 
   /**
    * Also drops rate-limit windows that have ended (they would start over on the next hit anyway),
-   * expired link codes and expired provisioning messages.
+   * expired link codes and expired provisioning messages, and verification sessions a day after
+   * their code expired (VERIFICATION_SESSION_RETENTION_MS).
    */
   async deleteExpired(now: number): Promise<number> {
     return this.tx.deleteExpired(now);
