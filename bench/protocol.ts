@@ -3,7 +3,8 @@
  * process and one run. See bench/README.md for what is measured and how to read the output.
  *
  * Run: npm run bench:protocol
- * Env: BENCH_ROUNDS, BENCH_ROUND_MS, BENCH_SLICE_MS, BENCH_WARMUP_MS; BENCH_CASES / BENCH_LIBS to narrow.
+ * Env: BENCH_ROUNDS, BENCH_ROUND_MS, BENCH_SLICE_MS, BENCH_WARMUP_MS; BENCH_CASES / BENCH_LIBS to narrow;
+ * BENCH_EPOCH=0 skips the SPQR epoch-cost lines.
  *
  * Everything printed before the last line is for humans (progress goes to stderr); the last line
  * of stdout is one JSON object of ratios, Hush ops/s ÷ libsignal ops/s per provider and case.
@@ -31,6 +32,11 @@ import {
   signalDecryptPreKey,
   signalEncrypt,
 } from '../packages/protocol/src/index.ts';
+import { ChainDirection } from '../packages/protocol/src/spqr/chain.ts';
+import { ChunkDecoder, ChunkEncoder } from '../packages/protocol/src/spqr/erasure.ts';
+import { decaps, encaps1, encaps2, generateKeyPair } from '../packages/protocol/src/spqr/incremental-mlkem768.ts';
+import { SpqrMessageType, decodeSpqrMessage } from '../packages/protocol/src/spqr/message.ts';
+import { type SpqrState, initSpqr, spqrRecv, spqrSend } from '../packages/protocol/src/spqr/ratchet.ts';
 import { HushPeer, LibsignalPeer } from '../packages/protocol/test/support/peers.ts';
 
 // ---- configuration ----
@@ -499,8 +505,165 @@ async function main() {
   console.log();
   console.log(formatTable(table));
   console.log();
+  if (process.env.BENCH_EPOCH !== '0') {
+    console.log();
+    console.log(await epochReport());
+  }
+  console.log();
   console.log(`total ${((performance.now() - t0) / 1000).toFixed(1)} s, load average now ${loadavg()[0]?.toFixed(2)}`);
   console.log(JSON.stringify(ratios));
+}
+
+// ---- the cost of an SPQR epoch ----
+
+const EPOCHS_MEASURED = 5;
+
+interface EpochCost {
+  messages: number;
+  /** Bytes of SignalMessage field 5, both directions. */
+  bytes: number;
+  /** Of those, messages that carried a chunk. */
+  chunks: number;
+  ms: number;
+}
+
+/**
+ * Two Hush SPQR ratchets (braid and chain, no Double Ratchet) in ping-pong, the pace at which
+ * epochs are shortest: the median over EPOCHS_MEASURED steady-state epochs (epoch 1 is warm-up) of
+ * the messages, field-5 bytes and send + receive time per epoch, both sides together. The clock is
+ * read only when the epoch label changes, so timing adds nothing per message.
+ */
+async function spqrPingPong(c: CryptoProvider): Promise<EpochCost> {
+  const authKey = c.randomBytes(32);
+  const sides: SpqrState[] = [
+    await initSpqr(c, authKey, ChainDirection.A2B),
+    await initSpqr(c, authKey, ChainDirection.B2A),
+  ];
+  const costs: EpochCost[] = [];
+  let cost: EpochCost = { messages: 0, bytes: 0, chunks: 0, ms: 0 };
+  let label = 1;
+  let started = clock();
+  for (let turn = 0; costs.length <= EPOCHS_MEASURED; turn++) {
+    const from = turn % 2;
+    const sent = await spqrSend(c, sides[from] as SpqrState);
+    const message = decodeSpqrMessage(sent.message);
+    if (message.epoch !== label) {
+      // The first message of the next epoch: close the last one (its time ends with this send's start).
+      const now = clock();
+      cost.ms = now - started;
+      costs.push(cost);
+      cost = { messages: 0, bytes: 0, chunks: 0, ms: 0 };
+      label = message.epoch;
+      started = now;
+    }
+    sides[from] = sent.state;
+    sides[1 - from] = (await spqrRecv(c, sides[1 - from] as SpqrState, sent.message)).state;
+    cost.messages++;
+    cost.bytes += sent.message.length;
+    if (message.chunk) cost.chunks++;
+  }
+  const steady = costs.slice(1);
+  const pick = (key: keyof EpochCost) => median(steady.map((x) => x[key]));
+  return { messages: pick('messages'), bytes: pick('bytes'), chunks: pick('chunks'), ms: pick('ms') };
+}
+
+/** Send + receive time per message when the braid has nothing to do (one-way traffic: chain keys only). */
+async function spqrChainOnly(c: CryptoProvider, messages: number): Promise<number> {
+  const authKey = c.randomBytes(32);
+  let sender = await initSpqr(c, authKey, ChainDirection.B2A); // the responder sends None until it hears a header
+  let receiver = await initSpqr(c, authKey, ChainDirection.A2B);
+  const start = clock();
+  for (let i = 0; i < messages; i++) {
+    const sent = await spqrSend(c, sender);
+    if (decodeSpqrMessage(sent.message).type !== SpqrMessageType.None) throw new Error('epoch cost: braid moved');
+    receiver = (await spqrRecv(c, receiver, sent.message)).state;
+    sender = sent.state;
+  }
+  return (clock() - start) / messages;
+}
+
+/** Median µs of `op` over `n` runs. */
+function timeOp(n: number, op: () => void): number {
+  const samples: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const start = clock();
+    op();
+    samples.push((clock() - start) * 1000);
+  }
+  return median(samples);
+}
+
+/** The ML-KEM-768 and erasure-code work of one epoch, piece by piece (provider-independent: @noble). */
+function epochOps(): Record<string, number> {
+  const keys = generateKeyPair(nodeCrypto.randomBytes(64));
+  const m = nodeCrypto.randomBytes(32);
+  const { ct1 } = encaps1(keys.header, m);
+  const ct2 = encaps2(keys.header, keys.ekVector, m);
+  // Every chunked value of an epoch (Hdr 96 B, ek 1152 B, ct1 960 B, ct2 160 B), sent and decoded
+  // from its systematic chunks, plus a header decoded from parity chunks only.
+  const values = [96, 1152, 960, 160].map((length) => nodeCrypto.randomBytes(length));
+  const n = CPU_CLOCK ? 30 : 50;
+  return {
+    keygen: timeOp(n, () => generateKeyPair(nodeCrypto.randomBytes(64))),
+    encaps1: timeOp(n, () => encaps1(keys.header, m)),
+    encaps2: timeOp(n, () => encaps2(keys.header, keys.ekVector, m)),
+    decaps: timeOp(n, () => decaps(keys.dk, ct1, ct2)),
+    erasure: timeOp(n, () => {
+      for (const value of values) {
+        const encoder = new ChunkEncoder(value);
+        const decoder = new ChunkDecoder(value.length);
+        for (let i = 0; i < value.length / 32; i++) decoder.add({ index: i, data: encoder.chunk(i) });
+      }
+    }),
+    'parity Hdr': timeOp(n, () => {
+      const encoder = new ChunkEncoder(values[0] as Uint8Array);
+      const decoder = new ChunkDecoder(96);
+      for (let i = 3; i < 6; i++) decoder.add({ index: i, data: encoder.chunk(i) });
+    }),
+  };
+}
+
+async function epochReport(): Promise<string> {
+  const lines: string[] = [];
+  const hushProviders = PROVIDERS.filter((p) => SUBJECTS.includes(p.name as SubjectName));
+  // Warm every provider up first, then measure in interleaved repetitions and take medians, so that
+  // JIT and the garbage the cases above left behind do not land on one provider.
+  for (const c of hushProviders) await spqrPingPong(c);
+  const runs = new Map(hushProviders.map((c) => [c.name, { epochs: [] as EpochCost[], chain: [] as number[] }]));
+  for (let rep = 0; rep < 3; rep++) {
+    for (const c of hushProviders) {
+      const run = runs.get(c.name) as { epochs: EpochCost[]; chain: number[] };
+      run.epochs.push(await spqrPingPong(c));
+      run.chain.push(await spqrChainOnly(c, 200));
+    }
+  }
+  for (const c of hushProviders) {
+    const run = runs.get(c.name) as { epochs: EpochCost[]; chain: number[] };
+    const epoch = run.epochs[0] as EpochCost;
+    const ms = median(run.epochs.map((e) => e.ms));
+    const chainOnly = median(run.chain);
+    const braidMs = ms - chainOnly * epoch.messages;
+    log(`  epoch cost ${c.name}: ${run.epochs.map((e) => e.ms.toFixed(2)).join(', ')} ms per epoch`);
+    if (lines.length === 0) {
+      const plain = epoch.messages * 4;
+      lines.push(
+        `SPQR epoch (Hush ↔ Hush ping-pong, steady state, both sides): ${epoch.messages} messages, ${epoch.chunks} with a ` +
+          `32-byte chunk; ${fmt(epoch.bytes)} B of field 5 on the wire (${fmt(plain)} B if every message were a bare ` +
+          `4-byte None: +${fmt(epoch.bytes - plain)} B per epoch, +${((epoch.bytes - plain) / epoch.messages).toFixed(1)} B per message)`,
+      );
+    }
+    lines.push(
+      `SPQR epoch CPU, hush/${c.name}: ${ms.toFixed(2)} ms per epoch (send + receive, both sides), ` +
+        `of which ${braidMs.toFixed(2)} ms above the chain alone (${(chainOnly * 1000).toFixed(0)} µs per message)`,
+    );
+  }
+  const ops = epochOps();
+  lines.push(
+    `SPQR epoch pieces (µs; keygen 3× per epoch on the send_ek side, the rest once): ${Object.entries(ops)
+      .map(([name, us]) => `${name} ${us.toFixed(0)}`)
+      .join(', ')}`,
+  );
+  return lines.join('\n');
 }
 
 function fmt(rate: number): string {
