@@ -38,11 +38,14 @@ const ALL_VARS = [
   'HUSH_VERIFY_RESEND_COOLDOWN_SECONDS',
   'HUSH_VERIFY_PER_NUMBER_PER_HOUR',
   'HUSH_VERIFY_PER_CLIENT_PER_HOUR',
+  'HUSH_KEY_FETCHES_PER_TARGET_PER_10_MINUTES',
+  'HUSH_KEY_FETCHES_PER_ACCOUNT_PER_HOUR',
+  'HUSH_SEND_ENVELOPES_PER_DEVICE_PER_MINUTE',
   'HUSH_WEB_DIR',
 ];
 
 describe('loadConfig', () => {
-  it('defaults: 127.0.0.1:8080, ./data, dev SMS and push, Signal-like verification limits', () => {
+  it('defaults: 127.0.0.1:8080, ./data, dev SMS and push, Signal-like verification, key-fetch and send limits', () => {
     const config = loadConfig({});
     const dataDir = resolve('./data');
     expect(config).toEqual({
@@ -58,6 +61,8 @@ describe('loadConfig', () => {
       sms: { kind: 'dev' },
       push: { kind: 'dev' },
       verificationLimits: { resendCooldownMs: 30_000, perNumberPerHour: 10, perClientPerHour: 50 },
+      keyFetchLimits: { perTargetPer10Minutes: 30, perAccountPerHour: 2_000 },
+      sendLimits: { envelopesPerDevicePerMinute: 60_000 },
       webDir: undefined,
     });
   });
@@ -77,6 +82,9 @@ describe('loadConfig', () => {
       HUSH_VERIFY_RESEND_COOLDOWN_SECONDS: '0',
       HUSH_VERIFY_PER_NUMBER_PER_HOUR: '3',
       HUSH_VERIFY_PER_CLIENT_PER_HOUR: '7',
+      HUSH_KEY_FETCHES_PER_TARGET_PER_10_MINUTES: '5',
+      HUSH_KEY_FETCHES_PER_ACCOUNT_PER_HOUR: '100',
+      HUSH_SEND_ENVELOPES_PER_DEVICE_PER_MINUTE: '1000000000',
       HUSH_WEB_DIR: 'web',
     });
     expect(config).toMatchObject({
@@ -88,6 +96,8 @@ describe('loadConfig', () => {
       sms: { kind: 'sns', region: 'eu-west-1' },
       push: { kind: 'webpush', subject: 'mailto:ops@example.com', publicKey: 'public', privateKey: 'private' },
       verificationLimits: { resendCooldownMs: 0, perNumberPerHour: 3, perClientPerHour: 7 },
+      keyFetchLimits: { perTargetPer10Minutes: 5, perAccountPerHour: 100 },
+      sendLimits: { envelopesPerDevicePerMinute: 1_000_000_000 },
       webDir: resolve('web'),
     });
     expect(loadConfig({ HUSH_PORT: '65535' }).port).toBe(65535);
@@ -124,6 +134,15 @@ describe('loadConfig', () => {
     ['HUSH_VERIFY_PER_NUMBER_PER_HOUR', 'many'],
     ['HUSH_VERIFY_PER_CLIENT_PER_HOUR', '0'],
     ['HUSH_VERIFY_PER_CLIENT_PER_HOUR', '2.5'],
+    ['HUSH_KEY_FETCHES_PER_TARGET_PER_10_MINUTES', '0'],
+    ['HUSH_KEY_FETCHES_PER_TARGET_PER_10_MINUTES', '-3'],
+    ['HUSH_KEY_FETCHES_PER_TARGET_PER_10_MINUTES', 'few'],
+    ['HUSH_KEY_FETCHES_PER_ACCOUNT_PER_HOUR', '0'],
+    ['HUSH_KEY_FETCHES_PER_ACCOUNT_PER_HOUR', '99.5'],
+    ['HUSH_KEY_FETCHES_PER_ACCOUNT_PER_HOUR', 'Infinity'],
+    ['HUSH_SEND_ENVELOPES_PER_DEVICE_PER_MINUTE', '0'],
+    ['HUSH_SEND_ENVELOPES_PER_DEVICE_PER_MINUTE', '1e12'],
+    ['HUSH_SEND_ENVELOPES_PER_DEVICE_PER_MINUTE', '6000/min'],
   ];
   for (const [name, value] of bad) {
     it(`${name}=${value} stops with a ConfigError naming ${name} (and only it)`, () => {

@@ -1,8 +1,24 @@
 import { KEMPublicKey, PublicKey } from '@hush/protocol';
 import { nodeCrypto } from '@hush/protocol/node';
 import { ApiError, badRequest, notFound } from './errors.ts';
-import { MAX_KEYS_PER_UPLOAD } from './limits.ts';
-import type { AccountStore, Device, ECPreKey, KeyStore, KeyUpload, KyberPreKey, SignedECPreKey } from './ports.ts';
+import {
+  DEFAULT_KEY_FETCH_LIMITS,
+  KEY_FETCH_ACCOUNT_WINDOW_MS,
+  KEY_FETCH_TARGET_WINDOW_MS,
+  MAX_KEYS_PER_UPLOAD,
+} from './limits.ts';
+import type {
+  AccountStore,
+  Clock,
+  Device,
+  ECPreKey,
+  KeyStore,
+  KeyUpload,
+  KyberPreKey,
+  RateLimitStore,
+  SignedECPreKey,
+} from './ports.ts';
+import { enforceLimit } from './rate-limiter.ts';
 
 /*
  * Step 4 of the flow: the prekey directory. The server checks every key's format and every
@@ -92,8 +108,31 @@ export interface DeviceBundle {
   pqPreKey: KyberPreKey;
 }
 
+/**
+ * How many bundle requests (GET /v1/keys/{accountId}/{deviceId|*}) an account may make. Each
+ * request counts once, whichever devices it asks for; it takes at most one one-time key of each
+ * kind per device, so a requester drains at most `perTargetPer10Minutes` one-time keys from each
+ * device of a target in 10 minutes.
+ */
+export interface KeyFetchLimits {
+  /** Requests of one account for the bundles of one target account per 10 minutes. */
+  perTargetPer10Minutes: number;
+  /** Requests of one account for anyone's bundles per hour. */
+  perAccountPerHour: number;
+}
+
 export class KeyService {
-  constructor(private readonly deps: { store: KeyStore & AccountStore }) {}
+  private readonly limits: KeyFetchLimits;
+
+  constructor(
+    private readonly deps: {
+      store: KeyStore & AccountStore & RateLimitStore;
+      clock: Clock;
+      limits?: KeyFetchLimits;
+    },
+  ) {
+    this.limits = deps.limits ?? DEFAULT_KEY_FETCH_LIMITS;
+  }
 
   async upload(device: Device, upload: KeyUpload): Promise<void> {
     const account = await this.deps.store.getAccount(device.accountId);
@@ -106,8 +145,15 @@ export class KeyService {
     return this.deps.store.countKeys(device.accountId, device.deviceId);
   }
 
-  /** Bundles for one device or, with `'*'`, every device of the account. One-time keys are used up. */
-  async bundles(accountId: string, deviceSelector: number | '*') {
+  /**
+   * Bundles for one device or, with `'*'`, every device of the account. One-time keys are used up,
+   * so fetches are limited per (requesting account, target account) and per requesting account,
+   * in the shared RateLimitStore (a fetch is a write anyway, and rarer than a send by far). An
+   * unknown account or device is answered (404) before anything is counted: it costs reads only
+   * and takes no key. A refused fetch takes no key either. Linked devices of the requester share
+   * its counts.
+   */
+  async bundles(requester: Device, accountId: string, deviceSelector: number | '*') {
     const account = await this.deps.store.getAccount(accountId);
     if (!account) throw notFound('account_not_found', 'no such account');
     const devices =
@@ -115,6 +161,23 @@ export class KeyService {
         ? await this.deps.store.listDevices(accountId)
         : [await this.deps.store.getDevice(accountId, deviceSelector)].filter((d): d is Device => d !== null);
     if (devices.length === 0) throw notFound('device_not_found', 'no such device');
+    const now = this.deps.clock.now();
+    await enforceLimit(
+      this.deps.store,
+      `keys:target:${requester.accountId}:${accountId}`,
+      KEY_FETCH_TARGET_WINDOW_MS,
+      this.limits.perTargetPer10Minutes,
+      now,
+      'key fetches for this account',
+    );
+    await enforceLimit(
+      this.deps.store,
+      `keys:account:${requester.accountId}`,
+      KEY_FETCH_ACCOUNT_WINDOW_MS,
+      this.limits.perAccountPerHour,
+      now,
+      'key fetches',
+    );
     const bundles: DeviceBundle[] = [];
     for (const device of devices) {
       const taken = await this.deps.store.takeKeys(accountId, device.deviceId);

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { ApiError, PayloadTooLargeError, badRequest, notFound } from './errors.ts';
-import { ENVELOPE_TTL_MS, MAX_FETCH_BATCH, MAX_MESSAGE_BYTES } from './limits.ts';
+import { ApiError, PayloadTooLargeError, RateLimitedError, badRequest, notFound } from './errors.ts';
+import { DEFAULT_SEND_LIMITS, ENVELOPE_TTL_MS, MAX_FETCH_BATCH, MAX_MESSAGE_BYTES, SEND_WINDOW_MS } from './limits.ts';
 import type {
   AccountStore,
   Clock,
@@ -11,6 +11,7 @@ import type {
   PushSender,
   QueuedEnvelope,
 } from './ports.ts';
+import { LocalRateLimiter, retryAfterSeconds } from './rate-limiter.ts';
 
 /** One ciphertext for one destination device. */
 export interface OutgoingMessage {
@@ -41,8 +42,20 @@ export interface MessageMetrics {
   envelopesStored(count: number): void;
 }
 
+/**
+ * How much one device may send. What is counted is destination envelopes, not requests: they are
+ * what a send costs (storage, fan-out, wake-ups), and a request count would let one
+ * multi-recipient request of 6,000 envelopes pass as one.
+ */
+export interface SendLimits {
+  envelopesPerDevicePerMinute: number;
+}
+
 /** Steps 6-8 of the flow: store ciphertext durably, notify, hand out queues, delete on ack. */
 export class MessageService {
+  private readonly sendLimits: SendLimits;
+  private readonly sendLimiter: LocalRateLimiter;
+
   constructor(
     private readonly deps: {
       store: MessageStore & AccountStore;
@@ -50,8 +63,31 @@ export class MessageService {
       push: PushSender;
       clock: Clock;
       metrics?: MessageMetrics;
+      sendLimits?: SendLimits;
+      /** Counts sends in this process (see LocalRateLimiter for why not in the storage). */
+      sendLimiter?: LocalRateLimiter;
     },
-  ) {}
+  ) {
+    this.sendLimits = deps.sendLimits ?? DEFAULT_SEND_LIMITS;
+    this.sendLimiter = deps.sendLimiter ?? new LocalRateLimiter();
+  }
+
+  /**
+   * Counts `envelopes` against the sender's limit, or refuses the send with 429 (and counts
+   * nothing). Runs before the device checks, so a refused send costs no reads and stores nothing;
+   * HTTP sends and sends over the socket (request frames go through the same routes) count alike.
+   */
+  private limitSends(sender: Device, envelopes: number): void {
+    const now = this.deps.clock.now();
+    const { ok, resetAt } = this.sendLimiter.take(
+      `${sender.accountId}.${sender.deviceId}`,
+      envelopes,
+      this.sendLimits.envelopesPerDevicePerMinute,
+      SEND_WINDOW_MS,
+      now,
+    );
+    if (!ok) throw new RateLimitedError('messages from this device', retryAfterSeconds(resetAt, now));
+  }
 
   /** Checks a destination's device set as Signal-Server does: 409 for missing/extra, 410 for stale. */
   private async checkDevices(
@@ -166,6 +202,7 @@ export class MessageService {
     request: { messages: OutgoingMessage[]; timestamp: number; id?: string },
   ) {
     for (const m of request.messages) this.checkContent(m.content);
+    this.limitSends(sender, request.messages.length);
     const { mismatch } = await this.checkDevices(sender, accountId, request.messages);
     if (mismatch) MessageService.raiseMismatches([mismatch], true);
     if (request.messages.length === 0) throw badRequest('no_recipients', 'the account has no other device to send to');
@@ -181,6 +218,9 @@ export class MessageService {
     if (new Set(request.recipients.map((r) => r.accountId)).size !== request.recipients.length) {
       throw badRequest('duplicate_recipient', 'an account is listed twice');
     }
+    let count = 0;
+    for (const r of request.recipients) count += r.devices.length;
+    this.limitSends(sender, count);
     const mismatches: DeviceMismatch[] = [];
     for (const r of request.recipients) {
       const { mismatch } = await this.checkDevices(sender, r.accountId, r.devices);

@@ -308,6 +308,9 @@ export function createApp(deps: AppDeps) {
       method: 'get',
       path: '/v1/keys/{accountId}/{deviceId}',
       summary: 'Prekey bundles for one device, or for every device with "*"; each one-time key is handed out once',
+      description:
+        'Rate limited per (requesting account, target account), by default 30 requests per 10 minutes, and per ' +
+        'requesting account, by default 2,000 per hour: 429 `rate_limited` with Retry-After, and no key is taken.',
       security: basicAuth,
       request: {
         params: z.object({
@@ -323,7 +326,7 @@ export function createApp(deps: AppDeps) {
     }),
     async (c) => {
       const { accountId, deviceId } = c.req.valid('param');
-      const result = await core.keys.bundles(accountId, deviceId);
+      const result = await core.keys.bundles(c.get('device'), accountId, deviceId);
       return c.json(
         {
           identityKey: b64(result.identityKey),
@@ -354,6 +357,10 @@ export function createApp(deps: AppDeps) {
       method: 'put',
       path: '/v1/messages/multi',
       summary: 'One ciphertext fanned out by the server to many devices (sender-key group messages)',
+      description:
+        'Every destination device counts as one envelope against the sending device’s limit (by default 60,000 ' +
+        'per minute, shared with PUT /v1/messages/{accountId} and sends over the socket): 429 `rate_limited` with ' +
+        'Retry-After, and nothing is stored.',
       security: basicAuth,
       request: body(S.MultiSendRequest),
       responses: {
@@ -381,6 +388,10 @@ export function createApp(deps: AppDeps) {
       method: 'put',
       path: '/v1/messages/{accountId}',
       summary: 'Send one ciphertext per destination device; 200 only once every envelope is stored durably',
+      description:
+        'Every message counts as one envelope against the sending device’s limit (by default 60,000 per minute, ' +
+        'shared with PUT /v1/messages/multi and sends over the socket): 429 `rate_limited` with Retry-After, and ' +
+        'nothing is stored.',
       security: basicAuth,
       request: { params: S.AccountIdParam, ...body(S.SendRequest) },
       responses: {

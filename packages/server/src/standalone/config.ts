@@ -1,5 +1,6 @@
 import { resolve } from 'node:path';
 import { z } from 'zod';
+import { DEFAULT_KEY_FETCH_LIMITS, DEFAULT_SEND_LIMITS } from '../core/limits.ts';
 
 /*
  * Configuration from environment variables, validated once at start. A bad value stops the start
@@ -7,6 +8,8 @@ import { z } from 'zod';
  */
 const port = z.coerce.number().int().min(0).max(65535);
 const positive = z.coerce.number().int().min(1);
+/** A count for a rate limit: at least 1 (0 would refuse everything), at most a billion. */
+const limit = positive.max(1_000_000_000);
 
 const schema = z
   .object({
@@ -23,6 +26,10 @@ const schema = z
     HUSH_VERIFY_RESEND_COOLDOWN_SECONDS: z.coerce.number().int().min(0).default(30),
     HUSH_VERIFY_PER_NUMBER_PER_HOUR: positive.default(10),
     HUSH_VERIFY_PER_CLIENT_PER_HOUR: positive.default(50),
+    HUSH_KEY_FETCHES_PER_TARGET_PER_10_MINUTES: limit.default(DEFAULT_KEY_FETCH_LIMITS.perTargetPer10Minutes),
+    HUSH_KEY_FETCHES_PER_ACCOUNT_PER_HOUR: limit.default(DEFAULT_KEY_FETCH_LIMITS.perAccountPerHour),
+    // Envelopes. Below 6,000 (1,000 accounts × 6 devices), the largest multi-recipient sends never pass.
+    HUSH_SEND_ENVELOPES_PER_DEVICE_PER_MINUTE: limit.default(DEFAULT_SEND_LIMITS.envelopesPerDevicePerMinute),
     HUSH_WEB_DIR: z.string().optional(),
   })
   .superRefine((env, ctx) => {
@@ -62,6 +69,11 @@ function toConfig(env: z.infer<typeof schema>) {
       perNumberPerHour: env.HUSH_VERIFY_PER_NUMBER_PER_HOUR,
       perClientPerHour: env.HUSH_VERIFY_PER_CLIENT_PER_HOUR,
     },
+    keyFetchLimits: {
+      perTargetPer10Minutes: env.HUSH_KEY_FETCHES_PER_TARGET_PER_10_MINUTES,
+      perAccountPerHour: env.HUSH_KEY_FETCHES_PER_ACCOUNT_PER_HOUR,
+    },
+    sendLimits: { envelopesPerDevicePerMinute: env.HUSH_SEND_ENVELOPES_PER_DEVICE_PER_MINUTE },
     webDir: env.HUSH_WEB_DIR ? resolve(env.HUSH_WEB_DIR) : undefined,
   };
 }

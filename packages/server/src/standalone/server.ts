@@ -110,6 +110,10 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     clock: { now: () => Date.now() },
     codeSecret: secret,
     verificationLimits: config.verificationLimits,
+    keyFetchLimits: config.keyFetchLimits,
+    // Sends are counted in this process's memory (core/rate-limiter.ts): the standalone server is
+    // one process, and a storage write per send would cost more than the send.
+    sendLimits: config.sendLimits,
     metrics,
   });
   const socketTokens = new SocketTokens({ secret, clock: core.clock, store: storage });

@@ -12,7 +12,8 @@ import { parseBasicAuthorization } from '../http/basic-auth.ts';
  * Live delivery over WebSocket (step 7), standalone: one connection per device session.
  *
  * Frames are JSON text. Server → client: {type:"envelope", envelope}, {type:"queue-empty"} once the
- * backlog at connect time is delivered, {type:"response", id, status, body} answering a request,
+ * backlog at connect time is delivered, {type:"response", id, status, body} answering a request
+ * (with retryAfter, in seconds, on a 429: the Retry-After header the HTTP answer would carry),
  * {type:"error", code, message}. Client → server: {type:"ack", guid} after the client stored the
  * decrypted message (the server deletes it then), and {type:"request", id, method, path, body} to
  * call the HTTP API over the socket as the socket's device (e.g. sends, so a busy client needs no
@@ -171,12 +172,21 @@ class Connection {
     }
     const response = await this.server.app.fetch(request, { device: this.device });
     const text = bodyText(response) ?? (await response.text());
+    // A frame has no headers: a 429's Retry-After travels as `retryAfter` (seconds) in the frame.
+    const retryAfter = response.status === 429 ? response.headers.get('retry-after') : null;
+    const retryField = retryAfter && /^\d+$/.test(retryAfter) ? `,"retryAfter":${retryAfter}` : '';
     if (text && response.headers.get('content-type')?.startsWith('application/json')) {
       // The app's JSON goes into the frame as it is, not parsed and serialized once more.
       const idField = id === undefined ? '' : `"id":${JSON.stringify(id)},`;
-      return this.sendText(`{"type":"response",${idField}"status":${response.status},"body":${text}}`);
+      return this.sendText(`{"type":"response",${idField}"status":${response.status},"body":${text}${retryField}}`);
     }
-    this.send({ type: 'response', id, status: response.status, body: text ? JSON.parse(text) : null });
+    this.send({
+      type: 'response',
+      id,
+      status: response.status,
+      body: text ? JSON.parse(text) : null,
+      ...(retryField ? { retryAfter: Number(retryAfter) } : {}),
+    });
   }
 }
 
