@@ -11,5 +11,6 @@ export type { Conversation, StoredAttachment, StoredMessage } from './messages-s
 export type { KeyValueBatch, KeyValueStore } from './store/kv.ts';
 export { StoreLockedError } from './store/kv.ts';
 export type { Contact } from './store/protocol-stores.ts';
+export { StoreValueCorruptedError, checkIdentifier, checkValue, prefixEnd, slotAad } from './store/slot.ts';
 export { ApiError, ServerUnreachableError } from './transport/http-api.ts';
 export type { SocketFactory, WebSocketLike } from './transport/socket.ts';
