@@ -2,6 +2,7 @@ import {
   type AttributeDefinition,
   CreateTableCommand,
   DeleteTableCommand,
+  DescribeTimeToLiveCommand,
   type DynamoDBClient,
   type KeySchemaElement,
   type LocalSecondaryIndex,
@@ -80,8 +81,8 @@ export function tableNames(prefix: string): Record<TableName, string> {
 }
 
 /**
- * Creates the tables (on-demand) and waits until they are active; tables that exist already are
- * left as they are. `ttl: false` leaves TTL off: tests do, because their fixed timestamps lie in
+ * Creates the tables (on-demand), waits until they are active, and turns TTL on; tables that
+ * exist already are left as they are (TTL is turned on if it is off). `ttl: false` leaves TTL off: tests do, because their fixed timestamps lie in
  * the past and an emulator that honours TTL could delete items in the middle of a test.
  */
 export async function createTables(
@@ -108,6 +109,9 @@ export async function createTables(
       }
       await waitUntilTableExists({ client, maxWaitTime: 60, minDelay: 1 }, { TableName });
       if (t.ttlAttribute && options.ttl !== false) {
+        const current = await client.send(new DescribeTimeToLiveCommand({ TableName }));
+        const status = current.TimeToLiveDescription?.TimeToLiveStatus;
+        if (status === 'ENABLED' || status === 'ENABLING') return;
         await client.send(
           new UpdateTimeToLiveCommand({
             TableName,
