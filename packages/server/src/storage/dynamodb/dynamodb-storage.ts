@@ -126,6 +126,7 @@ const PURGE_INTENT_DELAY_MS = 15 * 60_000;
 /** Attempts of an optimistic write before giving up (conflicts are retried with jittered backoff). */
 const MAX_ATTEMPTS = 40;
 const KEY_CANDIDATES = 10;
+const DAY_MS = 86_400_000;
 const PARALLEL = 16;
 
 const bytes = (value: unknown): Uint8Array => new Uint8Array(value as Uint8Array);
@@ -1378,7 +1379,13 @@ export class DynamoDbStorage implements Storage {
         await this.db.send(
           new PutCommand({
             TableName: this.tables.main,
-            Item: { ...K.send(sendId), state: 'aborted', sweepAt: deadline + 31 * 86_400_000 },
+            // Kept past the expiry of any view of the send (30 days after it was stored).
+            Item: {
+              ...K.send(sendId),
+              state: 'aborted',
+              sweepAt: deadline + 31 * DAY_MS,
+              ttl: ttl(deadline + 31 * DAY_MS),
+            },
             ConditionExpression: 'attribute_not_exists(pk)',
           }),
         );
