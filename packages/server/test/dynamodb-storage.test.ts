@@ -163,6 +163,21 @@ describe('DynamoDbStorage', () => {
     expect(await withPrefix('main', 'M#')).toHaveLength(0);
   });
 
+  it('acknowledges an envelope to exactly one of 10 concurrent deletes, and releases its payload once', async () => {
+    const content = bytes(100, 3);
+    const [a, b] = [envelope(randomUUID(), 1, { content }), envelope(randomUUID(), 1, { content })] as [
+      Envelope,
+      Envelope,
+    ];
+    await storage.insertEnvelopes([a, b]);
+    const results = await Promise.all(
+      range(0, 10).map(() => storage.deleteEnvelope(a.destinationAccountId, 1, a.guid)),
+    );
+    expect(results.filter(Boolean)).toHaveLength(1);
+    const [left] = await storage.fetchQueue(b.destinationAccountId, 1, 10, T0);
+    expect(same(left?.content, content)).toBe(true);
+  });
+
   it('commits a multi-recipient send too large for one transaction once, in FIFO order with later sends', async () => {
     const accounts = range(0, 240).map(() => randomUUID());
     const content = bytes(20_000, 4);

@@ -289,6 +289,28 @@ export class DynamoDbStorage implements Storage {
     await this.db.send(new TransactWriteCommand({ TransactItems: items }));
   }
 
+  /**
+   * Deletes an item and returns what it held, or undefined if it was not there. Conditional, so
+   * that of concurrent calls exactly one gets the item (DynamoDB Local hands the old item to
+   * several concurrent unconditional deletes).
+   */
+  private async take(table: TableName, key: Item): Promise<Item | undefined> {
+    try {
+      const out = await this.db.send(
+        new DeleteCommand({
+          TableName: this.tables[table],
+          Key: key,
+          ConditionExpression: 'attribute_exists(pk)',
+          ReturnValues: 'ALL_OLD',
+        }),
+      );
+      return out.Attributes;
+    } catch (error) {
+      if (isConditionFailure(error)) return undefined;
+      throw error;
+    }
+  }
+
   private put(item: Item, condition?: string, values?: Item, names?: Record<string, string>): TransactItem {
     return {
       Put: {
@@ -846,10 +868,7 @@ export class DynamoDbStorage implements Storage {
   }
 
   async takeProvisioningMessage(address: string, now: number): Promise<Uint8Array | null> {
-    const out = await this.db.send(
-      new DeleteCommand({ TableName: this.tables.main, Key: K.provisioning(address), ReturnValues: 'ALL_OLD' }),
-    );
-    const item = out.Attributes;
+    const item = await this.take('main', K.provisioning(address));
     if (!item || (item.expiresAt as number) <= now) return null;
     if (!(await this.accountExists(item.accountId as string))) return null;
     return bytes(item.body);
@@ -1498,17 +1517,10 @@ export class DynamoDbStorage implements Storage {
 
   /** Deletes one envelope from this device's queue only; false if it was not there (or unreachable). */
   async deleteEnvelope(accountId: string, deviceId: number, guid: string): Promise<boolean> {
-    const [out, head] = await Promise.all([
-      this.db.send(
-        new DeleteCommand({
-          TableName: this.tables.messages,
-          Key: { pk: K.queue(accountId, deviceId), sk: guid },
-          ReturnValues: 'ALL_OLD',
-        }),
-      ),
+    const [old, head] = await Promise.all([
+      this.take('messages', { pk: K.queue(accountId, deviceId), sk: guid }),
       this.readHeads([accountId]).then((h) => h.get(accountId) as Head),
     ]);
-    const old = out.Attributes;
     if (!old) return false;
     if (old.p) await this.releasePayload(old.p as string);
     if (head.gone || (old.pos as number) <= head.floor(deviceId)) return false;
@@ -1569,10 +1581,8 @@ export class DynamoDbStorage implements Storage {
       ProjectionExpression: 'pk, sk, p',
     });
     await parallel(items, async (i) => {
-      const out = await this.db.send(
-        new DeleteCommand({ TableName: this.tables.messages, Key: { pk: i.pk, sk: i.sk }, ReturnValues: 'ALL_OLD' }),
-      );
-      if (out.Attributes?.p) await this.releasePayload(out.Attributes.p as string);
+      const old = await this.take('messages', { pk: i.pk, sk: i.sk });
+      if (old?.p) await this.releasePayload(old.p as string);
     });
   }
 
