@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../src/standalone/config.ts';
+import { ConfigError, DEFAULT_WEB_DIR, loadConfig } from '../src/standalone/config.ts';
 
 const repoRoot = fileURLToPath(new URL('../../..', import.meta.url));
 const mainTs = join(repoRoot, 'packages/server/src/standalone/main.ts');
@@ -63,8 +63,10 @@ describe('loadConfig', () => {
       verificationLimits: { resendCooldownMs: 30_000, perNumberPerHour: 10, perClientPerHour: 50 },
       keyFetchLimits: { perTargetPer10Minutes: 30, perAccountPerHour: 2_000 },
       sendLimits: { envelopesPerDevicePerMinute: 60_000 },
-      webDir: undefined,
+      webDir: DEFAULT_WEB_DIR,
     });
+    expect(DEFAULT_WEB_DIR).toBe(join(repoRoot, 'apps/mobile/dist'));
+    expect(loadConfig({ HUSH_WEB_DIR: 'none' }).webDir).toBeUndefined();
   });
 
   it('reads every variable', () => {
@@ -115,7 +117,7 @@ describe('loadConfig', () => {
     expect(config.verificationLimits.resendCooldownMs).toBe(30_000);
     expect(config.host).toBe('127.0.0.1');
     expect(config.dataDir).toBe(resolve('./data'));
-    expect(config.webDir).toBeUndefined();
+    expect(config.webDir).toBe(DEFAULT_WEB_DIR);
   });
 
   const bad: [string, string][] = [

@@ -1,4 +1,5 @@
 import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { DEFAULT_KEY_FETCH_LIMITS, DEFAULT_SEND_LIMITS } from '../core/limits.ts';
 
@@ -6,6 +7,9 @@ import { DEFAULT_KEY_FETCH_LIMITS, DEFAULT_SEND_LIMITS } from '../core/limits.ts
  * Configuration from environment variables, validated once at start. A bad value stops the start
  * with a message that names the variable.
  */
+/** The web app's build in this repository (`npx expo export --platform web` in apps/mobile). */
+export const DEFAULT_WEB_DIR = fileURLToPath(new URL('../../../../apps/mobile/dist', import.meta.url));
+
 const port = z.coerce.number().int().min(0).max(65535);
 const positive = z.coerce.number().int().min(1);
 /** A count for a rate limit: at least 1 (0 would refuse everything), at most a billion. */
@@ -74,7 +78,8 @@ function toConfig(env: z.infer<typeof schema>) {
       perAccountPerHour: env.HUSH_KEY_FETCHES_PER_ACCOUNT_PER_HOUR,
     },
     sendLimits: { envelopesPerDevicePerMinute: env.HUSH_SEND_ENVELOPES_PER_DEVICE_PER_MINUTE },
-    webDir: env.HUSH_WEB_DIR ? resolve(env.HUSH_WEB_DIR) : undefined,
+    // `none` turns the web app off; a directory without index.html serves nothing either.
+    webDir: env.HUSH_WEB_DIR === 'none' ? undefined : resolve(env.HUSH_WEB_DIR ?? DEFAULT_WEB_DIR),
   };
 }
 

@@ -21,6 +21,9 @@ async function main(): Promise<void> {
     config.sms.kind === 'dev'
       ? `  verification codes (dev SMS): printed below and appended to ${config.devSmsFile}`
       : `  verification codes: sent by SMS through Amazon SNS (${config.sms.region})`,
+    server.webDir
+      ? `  web app: ${server.url}/ (from ${server.webDir})`
+      : `  web app: not built (${config.webDir ?? 'HUSH_WEB_DIR=none'} has no index.html; npm run build:web)`,
     `  API reference: ${server.url}/docs · health: ${server.url}/healthz · metrics: ${server.url}/metrics`,
     '  Ctrl-C stops it (in-flight requests finish first).',
     '',

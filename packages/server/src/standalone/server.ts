@@ -18,6 +18,7 @@ import { SqliteStorage } from '../storage/sqlite/sqlite-storage.ts';
 import { SocketServer } from '../ws/socket-server.ts';
 import type { ServerConfig } from './config.ts';
 import { ServerMetrics } from './metrics.ts';
+import { hasWebBuild, serveWebApp } from './web-app.ts';
 
 const SWEEP_INTERVAL_MS = 60 * 60 * 1000;
 
@@ -71,6 +72,8 @@ export interface RunningServer {
   logger: Logger;
   storage: SqliteStorage;
   push: PushSender;
+  /** The web build served at `/`, if one was found. */
+  webDir: string | undefined;
   /** Stops accepting, closes sockets, lets in-flight requests finish, then closes the database. */
   close(): Promise<void>;
 }
@@ -126,11 +129,15 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     metrics,
     clientAddress: (c) => getConnInfo(c).remote.address ?? 'unknown',
   });
-  app.get('/', (c) =>
-    c.html(
-      '<!doctype html><meta charset="utf-8"><title>Hush</title><h1>Hush server</h1><p>Running. API reference: <a href="/docs">/docs</a>.</p>',
-    ),
-  );
+  // The web app (apps/mobile's web build) at `/` when it is built; otherwise a note.
+  const web = hasWebBuild(config.webDir) ? config.webDir : undefined;
+  if (web) serveWebApp(app, web);
+  else
+    app.get('/', (c) =>
+      c.html(
+        '<!doctype html><meta charset="utf-8"><title>Hush</title><h1>Hush server</h1><p>Running. API reference: <a href="/docs">/docs</a>.</p>',
+      ),
+    );
 
   const server = createAdaptorServer({ fetch: app.fetch });
   sockets.attach(server as import('node:http').Server, app);
@@ -156,6 +163,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     logger,
     storage,
     push,
+    webDir: web,
     close() {
       closing ??= (async () => {
         clearInterval(sweeper);
