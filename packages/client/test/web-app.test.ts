@@ -151,6 +151,20 @@ describe('the Hush web app in Chromium', () => {
     }
   });
 
+  it('a second tab of the same browser profile does not run the device a second time', async () => {
+    const second = await alice.context().newPage();
+    try {
+      await second.goto(`${server.url}/`);
+      await second.getByText('Hush is open in another tab').waitFor();
+      // The first tab still works.
+      await alice.getByTestId('composer-input').fill('still here');
+      await alice.getByTestId('composer-send').click();
+      await bob.locator('[data-testid^="message-"]', { hasText: 'still here' }).waitFor({ timeout: 20_000 });
+    } finally {
+      await second.close();
+    }
+  });
+
   it('the pages raised no uncaught errors', () => {
     expect(pageErrors).toEqual([]);
   });

@@ -2,7 +2,7 @@ import { HushClient, type WebSocketLike } from '@hush/client';
 import { jsCrypto } from '@hush/protocol/js';
 import * as SecureStore from 'expo-secure-store';
 import { Platform } from 'react-native';
-import { ExpoSqliteKeyValueStore } from '../store/expo-sqlite-kv';
+import { openExpoSqliteStore } from '../store/expo-sqlite-kv';
 
 /*
  * iOS and Android: @noble crypto (Hermes has no WebCrypto), the expo-sqlite store with its key in
@@ -34,7 +34,7 @@ type NativeWebSocket = new (
 ) => WebSocketLike;
 
 export async function openAppClient(serverUrl: string): Promise<HushClient> {
-  const store = await ExpoSqliteKeyValueStore.open();
+  const store = await openExpoSqliteStore();
   const client = new HushClient({
     serverUrl,
     store,

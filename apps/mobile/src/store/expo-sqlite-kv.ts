@@ -1,208 +1,22 @@
-import {
-  type KeyValueBatch,
-  type KeyValueStore,
-  StoreLockedError,
-  StoreValueCorruptedError,
-  checkIdentifier,
-  checkValue,
-  slotAad,
-} from '@hush/client';
-import { gcm } from '@noble/ciphers/aes.js';
-import { randomBytes } from '@noble/ciphers/utils.js';
 import * as SecureStore from 'expo-secure-store';
 import * as SQLite from 'expo-sqlite';
+import { SealedSqliteKeyValueStore, type SecretStore } from './sealed-sqlite-kv';
 
 /*
- * The React Native implementation of the client's storage port: an expo-sqlite database in the
- * app's private storage with one table, kv(namespace, key, value), where every value is
- *
- *   nonce(12) ‖ AES-256-GCM ciphertext ‖ tag(16)    (@noble/ciphers)
- *
- * under a random 32-byte storage key with the slot as associated data (the same encoding as the
- * Node and web adapters). The storage key lives only in the platform keystore through
- * expo-secure-store (iOS Keychain, accessible after first unlock, this device only, so not in
- * backups; Android Keystore-backed encrypted preferences). A check value sealed under the key
- * detects a keystore that lost or changed it (StoreLockedError). A batch is one exclusive SQLite
- * transaction.
+ * The phones' store: a SQLite file in the app's private storage (expo-sqlite), every value sealed
+ * with AES-256-GCM (sealed-sqlite-kv.ts) under a 32-byte key that lives only in the platform
+ * keystore through expo-secure-store: the iOS Keychain with AFTER_FIRST_UNLOCK_THIS_DEVICE_ONLY
+ * (readable after the first unlock since boot, never in backups or on another device), the
+ * Android Keystore-backed secure storage.
  */
 
-const KEY_ITEM = 'hush.storage-key.v1';
-const NONCE_BYTES = 12;
-const TAG_BYTES = 16;
-const CHECK_NS = '\u0000meta';
-const CHECK_KEY = 'check';
-const CHECK_TEXT = 'hush-kv-v1 check';
+const keystore: SecretStore = {
+  get: (name) => SecureStore.getItemAsync(name),
+  set: (name, value) =>
+    SecureStore.setItemAsync(name, value, { keychainAccessible: SecureStore.AFTER_FIRST_UNLOCK_THIS_DEVICE_ONLY }),
+};
 
-const toHex = (bytes: Uint8Array) => Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
-const fromHex = (text: string) => Uint8Array.from(text.match(/../g) ?? [], (h) => Number.parseInt(h, 16));
-
-/** The smallest string above every string starting with `prefix` in SQLite's BINARY (code point) order. */
-function codePointPrefixEnd(prefix: string): string | undefined {
-  const chars = Array.from(prefix);
-  while (chars.length > 0) {
-    const cp = chars.pop()?.codePointAt(0) ?? 0;
-    if (cp < 0x10ffff) return chars.join('') + String.fromCodePoint(cp === 0xd7ff ? 0xe000 : cp + 1);
-  }
-  return undefined;
-}
-
-function seal(key: Uint8Array, plaintext: Uint8Array, aad: Uint8Array): Uint8Array {
-  const nonce = randomBytes(NONCE_BYTES);
-  const body = gcm(key, nonce, aad).encrypt(plaintext);
-  const out = new Uint8Array(NONCE_BYTES + body.length);
-  out.set(nonce, 0);
-  out.set(body, NONCE_BYTES);
-  return out;
-}
-
-function unseal(key: Uint8Array, sealed: Uint8Array, aad: Uint8Array): Uint8Array | undefined {
-  if (sealed.length < NONCE_BYTES + TAG_BYTES) return undefined;
-  try {
-    return gcm(key, sealed.subarray(0, NONCE_BYTES), aad).decrypt(sealed.subarray(NONCE_BYTES));
-  } catch {
-    return undefined;
-  }
-}
-
-interface Row {
-  key: string;
-  value: Uint8Array;
-}
-
-export class ExpoSqliteKeyValueStore implements KeyValueStore {
-  private closed = false;
-
-  private constructor(
-    private readonly db: SQLite.SQLiteDatabase,
-    private readonly key: Uint8Array,
-  ) {}
-
-  static async open(name = 'hush.db'): Promise<ExpoSqliteKeyValueStore> {
-    const db = await SQLite.openDatabaseAsync(name);
-    try {
-      await db.execAsync(`
-        PRAGMA journal_mode = WAL;
-        PRAGMA synchronous = FULL;
-        PRAGMA secure_delete = ON;
-        CREATE TABLE IF NOT EXISTS kv (
-          namespace TEXT NOT NULL,
-          key TEXT NOT NULL,
-          value BLOB NOT NULL,
-          PRIMARY KEY (namespace, key)
-        ) WITHOUT ROWID;
-      `);
-      const check = await db.getFirstAsync<{ value: Uint8Array }>(
-        'SELECT value FROM kv WHERE namespace = ? AND key = ?',
-        [CHECK_NS, CHECK_KEY],
-      );
-      const stored = await SecureStore.getItemAsync(KEY_ITEM);
-      let key: Uint8Array;
-      if (check) {
-        if (!stored) throw new StoreLockedError('the storage key is missing from the keystore');
-        key = fromHex(stored);
-        const plain = unseal(key, check.value, slotAad(CHECK_NS, CHECK_KEY));
-        if (!plain || new TextDecoder().decode(plain) !== CHECK_TEXT) throw new StoreLockedError();
-      } else {
-        // A new store: a fresh key, kept only in the keystore (this device, after first unlock).
-        key = stored ? fromHex(stored) : randomBytes(32);
-        if (!stored)
-          await SecureStore.setItemAsync(KEY_ITEM, toHex(key), {
-            keychainAccessible: SecureStore.AFTER_FIRST_UNLOCK_THIS_DEVICE_ONLY,
-          });
-        await db.runAsync('INSERT INTO kv (namespace, key, value) VALUES (?, ?, ?)', [
-          CHECK_NS,
-          CHECK_KEY,
-          seal(key, new TextEncoder().encode(CHECK_TEXT), slotAad(CHECK_NS, CHECK_KEY)),
-        ]);
-      }
-      return new ExpoSqliteKeyValueStore(db, key);
-    } catch (error) {
-      await db.closeAsync().catch(() => undefined);
-      throw error;
-    }
-  }
-
-  async get(namespace: string, key: string): Promise<Uint8Array | undefined> {
-    this.ensureOpen();
-    checkIdentifier('namespace', namespace);
-    checkIdentifier('key', key);
-    const row = await this.db.getFirstAsync<{ value: Uint8Array }>(
-      'SELECT value FROM kv WHERE namespace = ? AND key = ?',
-      [namespace, key],
-    );
-    return row ? this.decrypt(namespace, key, row.value) : undefined;
-  }
-
-  async list(namespace: string, prefix = ''): Promise<[key: string, value: Uint8Array][]> {
-    this.ensureOpen();
-    checkIdentifier('namespace', namespace);
-    checkIdentifier('prefix', prefix);
-    const end = codePointPrefixEnd(prefix);
-    const rows =
-      end === undefined
-        ? await this.db.getAllAsync<Row>('SELECT key, value FROM kv WHERE namespace = ? AND key >= ? ORDER BY key', [
-            namespace,
-            prefix,
-          ])
-        : await this.db.getAllAsync<Row>(
-            'SELECT key, value FROM kv WHERE namespace = ? AND key >= ? AND key < ? ORDER BY key',
-            [namespace, prefix, end],
-          );
-    // The port's order is JavaScript's (UTF-16 code units); SQLite's is code points.
-    rows.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-    return rows.map((r) => [r.key, this.decrypt(namespace, r.key, r.value)]);
-  }
-
-  async apply(batch: KeyValueBatch): Promise<void> {
-    this.ensureOpen();
-    if (typeof batch !== 'object' || batch === null) throw new TypeError('batch must be an object');
-    const puts = batch.put ?? [];
-    const deletes = batch.delete ?? [];
-    if (!Array.isArray(puts) || !Array.isArray(deletes))
-      throw new TypeError('batch.put and batch.delete must be arrays');
-    // Validate and seal everything first: an invalid entry writes nothing.
-    const sealed: [string, string, Uint8Array][] = [];
-    for (const entry of puts) {
-      if (!Array.isArray(entry)) throw new TypeError('each put must be [namespace, key, value]');
-      const [namespace, key, value] = entry;
-      checkIdentifier('namespace', namespace);
-      checkIdentifier('key', key);
-      checkValue(value);
-      if (namespace === CHECK_NS) throw new TypeError('reserved namespace');
-      sealed.push([namespace, key, seal(this.key, value, slotAad(namespace, key))]);
-    }
-    for (const entry of deletes) {
-      if (!Array.isArray(entry)) throw new TypeError('each delete must be [namespace, key]');
-      checkIdentifier('namespace', entry[0]);
-      checkIdentifier('key', entry[1]);
-    }
-    if (sealed.length === 0 && deletes.length === 0) return;
-    await this.db.withExclusiveTransactionAsync(async (tx) => {
-      for (const [namespace, key, value] of sealed)
-        await tx.runAsync(
-          'INSERT INTO kv (namespace, key, value) VALUES (?, ?, ?) ' +
-            'ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value',
-          [namespace, key, value],
-        );
-      for (const [namespace, key] of deletes)
-        await tx.runAsync('DELETE FROM kv WHERE namespace = ? AND key = ?', [namespace, key]);
-    });
-  }
-
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    this.key.fill(0);
-    await this.db.closeAsync();
-  }
-
-  private ensureOpen(): void {
-    if (this.closed) throw new Error('the store is closed');
-  }
-
-  private decrypt(namespace: string, key: string, sealed: Uint8Array): Uint8Array {
-    const plain = unseal(this.key, sealed, slotAad(namespace, key));
-    if (!plain) throw new StoreValueCorruptedError(namespace, key);
-    return plain;
-  }
+export async function openExpoSqliteStore(name = 'hush.db'): Promise<SealedSqliteKeyValueStore> {
+  const db = await SQLite.openDatabaseAsync(name);
+  return SealedSqliteKeyValueStore.open(db, keystore);
 }
