@@ -1,14 +1,34 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { PushSender } from '../src/core/ports.ts';
 import type { DevPushSender } from '../src/push/dev-push-sender.ts';
-import { TestDevice, type TestServer, api, marker, startTestServer } from './support/harness.ts';
+import { TestDevice, api, marker, startTestServer } from './support/harness.ts';
+import { startServerlessTestServer } from './support/serverless.ts';
 
 const decode = (b: Uint8Array) => new TextDecoder().decode(b);
 
-describe('the whole path over real HTTP and WebSocket', () => {
-  let server: TestServer;
+/** What the suite needs of a deployment: a base URL, its dev SMS log's directory, its push sender. */
+interface E2eServer {
+  url: string;
+  dataDir: string;
+  push: PushSender;
+  close(): Promise<void>;
+}
+
+/**
+ * The same suite against both deployments: the standalone server (SQLite, in-process WebSocket),
+ * and the serverless one run locally (the Lambda handlers behind the local API Gateway, DynamoDB
+ * Local, s3rver; src/aws/local).
+ */
+const deployments: { name: string; metrics: boolean; start: () => Promise<E2eServer> }[] = [
+  { name: 'standalone', metrics: true, start: () => startTestServer() },
+  { name: 'serverless-local', metrics: false, start: () => startServerlessTestServer() },
+];
+
+describe.each(deployments)('the whole path over real HTTP and WebSocket: $name', (deployment) => {
+  let server: E2eServer;
   beforeAll(async () => {
-    server = await startTestServer();
-  });
+    server = await deployment.start();
+  }, 90_000);
   afterAll(async () => {
     await server.close();
   });
@@ -170,7 +190,7 @@ describe('the whole path over real HTTP and WebSocket', () => {
     expect((await api(server, 'GET', '/v1/messages', { auth: bob })).body.messages).toHaveLength(0);
   });
 
-  it('serves the contract, docs, health and metrics', async () => {
+  it('serves the contract, docs, health and (standalone) metrics', async () => {
     const openapi = await api(server, 'GET', '/openapi.json');
     expect(openapi.status).toBe(200);
     expect(Object.keys(openapi.body.paths)).toEqual(
@@ -184,6 +204,8 @@ describe('the whole path over real HTTP and WebSocket', () => {
     );
     expect((await api(server, 'GET', '/docs')).body).toContain('/openapi.json');
     expect((await api(server, 'GET', '/healthz')).body).toEqual({ status: 'ok' });
+    // On Lambda there is no process to scrape: CloudWatch has the numbers.
+    if (!deployment.metrics) return;
     const metrics = await api(server, 'GET', '/metrics');
     expect(metrics.body).toContain('hush_envelopes_stored_total');
     expect(metrics.body).toContain('hush_websockets_open');

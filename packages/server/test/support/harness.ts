@@ -55,6 +55,12 @@ export async function startTestServer(env: Record<string, string> = {}, dataDir?
   return Object.assign(server, { dataDir: dir, logs: () => Buffer.concat(chunks).toString('utf8') });
 }
 
+/** What TestDevice needs of a deployment: its base URL, and the data directory of its dev SMS log. */
+export interface TestTarget {
+  url: string;
+  dataDir: string;
+}
+
 export function devSmsFile(server: { dataDir: string }): string {
   return join(server.dataDir, 'dev-sms.log');
 }
@@ -146,7 +152,7 @@ export class TestDevice {
   }
 
   /** Verifies a number with the dev SMS code and registers device 1 with real keys. */
-  static async register(server: TestServer, options: { number?: string; keys?: number } = {}): Promise<TestDevice> {
+  static async register(server: TestTarget, options: { number?: string; keys?: number } = {}): Promise<TestDevice> {
     const number = options.number ?? freshNumber();
     const started = await api(server, 'POST', '/v1/verification/sessions', { body: { number } });
     if (started.status !== 200)
@@ -179,7 +185,7 @@ export class TestDevice {
    * has its own password, registration id and prekeys.
    */
   static async link(
-    server: TestServer,
+    server: TestTarget,
     primary: TestDevice,
     options: { name?: Uint8Array; keys?: number } = {},
   ): Promise<TestDevice> {

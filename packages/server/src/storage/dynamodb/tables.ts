@@ -24,9 +24,12 @@ import {
  *   keys      pk (S) + sk (S)  one-time prekeys, one partition per device incarnation; no TTL
  *   messages  pk (S) + sk (S)  queued envelopes: pk = account#device, sk = guid, LSI `byPosition`
  *                              on (pk, pos N) for the FIFO order; TTL
+ *   connections pk (S) + sk (S) live API Gateway WebSocket connections of the serverless deployment
+ *                              (src/aws/connections.ts): connection → device with its delivery
+ *                              state, device → connections; TTL (a connection lives at most 2 h)
  */
 
-export type TableName = 'main' | 'keys' | 'messages';
+export type TableName = 'main' | 'keys' | 'messages' | 'connections';
 
 export interface TableDefinition {
   /** The table's name without the deployment's prefix. */
@@ -73,11 +76,17 @@ export const tableDefinitions: readonly TableDefinition[] = [
     ],
     ttlAttribute: TTL_ATTRIBUTE,
   },
+  { name: 'connections', ...pkSk(), ttlAttribute: TTL_ATTRIBUTE },
 ];
 
 /** The full table names for a deployment prefix (e.g. "hush-prod-" → "hush-prod-main"). */
 export function tableNames(prefix: string): Record<TableName, string> {
-  return { main: `${prefix}main`, keys: `${prefix}keys`, messages: `${prefix}messages` };
+  return {
+    main: `${prefix}main`,
+    keys: `${prefix}keys`,
+    messages: `${prefix}messages`,
+    connections: `${prefix}connections`,
+  };
 }
 
 /**
