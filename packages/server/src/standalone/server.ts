@@ -4,11 +4,12 @@ import type { AddressInfo } from 'node:net';
 import { SNSClient } from '@aws-sdk/client-sns';
 import { createAdaptorServer } from '@hono/node-server';
 import { getConnInfo } from '@hono/node-server/conninfo';
-import { type DestinationStream, type Logger, pino } from 'pino';
+import type { DestinationStream, Logger } from 'pino';
 import { createCore } from '../core/index.ts';
 import type { PushSender, SmsSender } from '../core/ports.ts';
 import { SocketTokens } from '../core/socket-tokens.ts';
 import { createApp } from '../http/app.ts';
+import { createLogger } from '../logging.ts';
 import { DevPushSender } from '../push/dev-push-sender.ts';
 import { WebPushSender } from '../push/web-push-sender.ts';
 import { DevSmsSender } from '../sms/dev-sms-sender.ts';
@@ -20,34 +21,9 @@ import type { ServerConfig } from './config.ts';
 import { ServerMetrics } from './metrics.ts';
 import { hasWebBuild, serveWebApp } from './web-app.ts';
 
-const SWEEP_INTERVAL_MS = 60 * 60 * 1000;
+export { createLogger } from '../logging.ts';
 
-/**
- * Logs are JSON lines. They never carry message content, keys, codes or passwords: the code never
- * logs bodies, and these paths are redacted as a second line of defence.
- */
-export function createLogger(level: string, destination?: DestinationStream): Logger {
-  return pino(
-    {
-      level,
-      base: { service: 'hush-server' },
-      redact: {
-        paths: [
-          'password',
-          'code',
-          'content',
-          '*.password',
-          '*.code',
-          '*.content',
-          'req.headers.authorization',
-          'headers.authorization',
-        ],
-        censor: '[redacted]',
-      },
-    },
-    destination,
-  );
-}
+const SWEEP_INTERVAL_MS = 60 * 60 * 1000;
 
 /** The secret that keys verification-code hashes and socket tokens: a file, never the database. */
 function loadOrCreateSecret(file: string): Uint8Array {
