@@ -1,4 +1,9 @@
-import type { APIGatewayProxyResultV2, APIGatewayProxyWebsocketEventV2, Context } from 'aws-lambda';
+import type {
+  APIGatewayEventWebsocketRequestContextV2,
+  APIGatewayProxyResultV2,
+  APIGatewayProxyWebsocketEventV2,
+  Context,
+} from 'aws-lambda';
 import { sameHash } from '../core/credentials.ts';
 import type { Device } from '../core/ports.ts';
 import { parseBasicAuthorization } from '../http/basic-auth.ts';
@@ -32,7 +37,9 @@ export interface WebSocketEvent
   headers?: Record<string, string | undefined>;
   multiValueHeaders?: Record<string, string[] | undefined>;
   queryStringParameters?: Record<string, string | undefined> | null;
-  requestContext: APIGatewayProxyWebsocketEventV2['requestContext'] & {
+  /** $connect and $disconnect events carry no messageId. */
+  requestContext: Omit<APIGatewayEventWebsocketRequestContextV2, 'messageId'> & {
+    messageId?: string;
     identity?: { sourceIp?: string; userAgent?: string };
   };
 }
@@ -142,6 +149,14 @@ export function createWsHandler(runtime: AwsRuntime): WsHandler {
       await delivery.closeConnection(event.requestContext.connectionId).catch(() => {});
       return { statusCode: 410, body: errorBody('gone', 'no such connection') };
     }
+    const now = core.clock.now();
+    const drainerAlive = record.lease !== undefined && (record.leaseUntil ?? 0) >= now;
+    // The connect drain never ran (its invocation failed): the first frame delivers the backlog.
+    let drained = false;
+    if (!record.backlogDone && !drainerAlive) {
+      await delivery.drain(record.connectionId);
+      drained = true;
+    }
     const raw = event.isBase64Encoded ? Buffer.from(event.body ?? '', 'base64').toString('utf8') : (event.body ?? '');
     let frame: { type?: unknown; guid?: unknown; id?: unknown; method?: unknown; path?: unknown; body?: unknown };
     try {
@@ -153,15 +168,12 @@ export function createWsHandler(runtime: AwsRuntime): WsHandler {
       );
       return ok;
     }
-    const now = core.clock.now();
-    const drainerAlive = record.lease !== undefined && (record.leaseUntil ?? 0) >= now;
     if (frame?.type === 'ack' && typeof frame.guid === 'string') {
       await core.storage.deleteEnvelope(record.accountId, record.deviceId, frame.guid);
-      // The window reopens (a drain stopped at it), or the connect drain never ran.
-      if (record.more || (!record.backlogDone && !drainerAlive)) await delivery.drain(record.connectionId);
+      // The window reopens: a drain stopped at it.
+      if (record.more && !drained) await delivery.drain(record.connectionId);
       return ok;
     }
-    if (!record.backlogDone && !drainerAlive) await delivery.drain(record.connectionId);
     if (frame?.type === 'request' && typeof frame.path === 'string' && typeof frame.method === 'string') {
       await onRequest(record, frame.id, frame.method, frame.path, frame.body);
       return ok;

@@ -204,8 +204,9 @@ export async function startLocalGateway(options: LocalGatewayOptions = {}): Prom
       requestContext: {
         routeKey,
         eventType: routeKey === '$connect' ? 'CONNECT' : routeKey === '$disconnect' ? 'DISCONNECT' : 'MESSAGE',
-        messageId: routeKey === '$default' ? randomBytes(8).toString('base64') : undefined,
+        ...(routeKey === '$default' ? { messageId: randomBytes(8).toString('base64') } : {}),
         extendedRequestId: randomUUID(),
+        requestTime: new Date(now).toUTCString(),
         requestTimeEpoch: now,
         messageDirection: 'IN',
         stage,
@@ -215,8 +216,8 @@ export async function startLocalGateway(options: LocalGatewayOptions = {}): Prom
         connectionId,
         apiId: 'local',
         identity: { sourceIp: sourceIp ?? '127.0.0.1', userAgent: userAgent ?? '' },
-      } as WebSocketEvent['requestContext'],
-    } as WebSocketEvent;
+      },
+    };
   }
 
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
