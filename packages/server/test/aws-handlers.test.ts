@@ -487,7 +487,8 @@ describe('AWS configuration', () => {
   };
   it('reads a complete environment', () => {
     const config = loadAwsConfig(valid);
-    expect(config.sms).toEqual({ kind: 'sns' });
+    expect(config.sms).toEqual({ kind: 'sns', region: 'us-east-1' });
+    expect(loadAwsConfig({ ...valid, AWS_REGION: 'eu-west-1' }).sms).toEqual({ kind: 'sns', region: 'eu-west-1' });
     expect(config.secret).toHaveLength(32);
   });
   it('names every missing or bad variable, never echoing the secret', () => {

@@ -28,6 +28,8 @@ const schema = z
     /** Where the dev SMS sender appends codes (HUSH_SMS=dev only; never in production). */
     HUSH_DEV_SMS_FILE: z.string().min(1).default('/tmp/hush-dev-sms.log'),
     HUSH_SMS_SENDER_ID: z.string().optional(),
+    /** SNS's region for SMS (default AWS_REGION). */
+    HUSH_SNS_REGION: z.string().min(1).optional(),
     HUSH_PUSH: z.enum(['dev', 'webpush']).default('dev'),
     HUSH_VAPID_SUBJECT: z.string().optional(),
     HUSH_VAPID_PUBLIC_KEY: z.string().optional(),
@@ -89,7 +91,11 @@ function toConfig(env: z.infer<typeof schema>) {
     logLevel: env.HUSH_LOG_LEVEL,
     sms:
       env.HUSH_SMS === 'sns'
-        ? ({ kind: 'sns', ...(env.HUSH_SMS_SENDER_ID ? { senderId: env.HUSH_SMS_SENDER_ID } : {}) } as const)
+        ? ({
+            kind: 'sns',
+            region: env.HUSH_SNS_REGION ?? env.AWS_REGION,
+            ...(env.HUSH_SMS_SENDER_ID ? { senderId: env.HUSH_SMS_SENDER_ID } : {}),
+          } as const)
         : ({ kind: 'dev', file: env.HUSH_DEV_SMS_FILE } as const),
     push:
       env.HUSH_PUSH === 'webpush'

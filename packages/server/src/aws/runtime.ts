@@ -81,7 +81,7 @@ export function createAwsRuntime(config: AwsConfig, options: RuntimeOptions = {}
   });
   const storage = new DynamoDbStorage(doc, config.tablePrefix);
   const attachments = new S3AttachmentStore(s3, config.attachmentsBucket);
-  const sns = config.sms.kind === 'sns' ? new SNSClient(common) : undefined;
+  const sns = config.sms.kind === 'sns' ? new SNSClient({ ...common, region: config.sms.region }) : undefined;
   const sms: SmsSender = sns
     ? new SnsSmsSender(sns, config.sms.kind === 'sns' && config.sms.senderId ? { senderId: config.sms.senderId } : {})
     : new DevSmsSender(config.sms.kind === 'dev' ? config.sms.file : '/tmp/hush-dev-sms.log', {
