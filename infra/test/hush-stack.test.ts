@@ -1,5 +1,6 @@
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { AWS_REQUIRED_ENV, loadAwsConfig } from '../../packages/server/src/aws/config.ts';
 import { ATTACHMENT_EXPIRY_DAYS } from '../lib/attachments.ts';
 import { HushStack } from '../lib/hush-stack.ts';
 import { WEBSOCKET_ROUTES } from '../lib/realtime.ts';
@@ -245,6 +246,34 @@ describe('functions: Lambda', () => {
       expect(refs(env.HUSH_SECRET)).toEqual([secret]);
     });
   }
+
+  it("every function's environment passes the handlers' own config check (packages/server/src/aws/config.ts)", () => {
+    // Deploy-time values stand in for the tokens CloudFormation resolves.
+    const deployed: Record<string, string> = {
+      HUSH_ATTACHMENTS_BUCKET: 'hush-test-attachmentsbucket-1a2b3c',
+      HUSH_WS_CALLBACK_URL: 'https://abc123defg.execute-api.eu-central-1.amazonaws.com/test',
+      HUSH_SECRET: 'Zx9'.repeat(14).concat('Q'),
+      HUSH_SECRET_ARN: 'arn:aws:secretsmanager:eu-central-1:123456789012:secret:Secret-AbCdEf',
+      HUSH_SNS_REGION: 'eu-central-1',
+    };
+    for (const name of ['http', 'ws', 'sweep'] as const) {
+      const env = resources[fnId(name)]?.Properties.Environment.Variables as Record<string, unknown>;
+      for (const key of AWS_REQUIRED_ENV) expect(env, `${name} ${key}`).toHaveProperty(key);
+      const resolved = Object.fromEntries(
+        Object.entries(env).map(([k, v]) => [k, typeof v === 'string' ? v : (deployed[k] ?? '')]),
+      );
+      expect(Object.values(resolved)).not.toContain('');
+      const config = loadAwsConfig({
+        ...resolved,
+        AWS_REGION: 'eu-central-1',
+        AWS_LAMBDA_FUNCTION_NAME: `hush-test-${name}`,
+      });
+      expect(config.tablePrefix).toBe('hush-test-');
+      expect(config.secret).toHaveLength(32);
+      expect(config.sms.kind).toBe('sns');
+      expect(config.wsFunctionName).toBe('hush-test-ws');
+    }
+  });
 
   it('the secret is generated: 43 characters without punctuation (Buffer.from(v, "base64") gives 32 bytes)', () => {
     template.hasResourceProperties('AWS::SecretsManager::Secret', {
