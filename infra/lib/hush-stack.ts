@@ -1,4 +1,4 @@
-import { CfnOutput, Duration, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
+import { CfnOutput, Duration, RemovalPolicy, Stack, type StackProps, Tags } from 'aws-cdk-lib';
 import type { ThrottleSettings } from 'aws-cdk-lib/aws-apigatewayv2';
 import { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import { Secret } from 'aws-cdk-lib/aws-secretsmanager';
@@ -56,6 +56,9 @@ export class HushStack extends Stack {
     const throttle = props.throttle ?? { rateLimit: 100, burstLimit: 200 };
     const name = `hush-${props.stage}`;
     const tablePrefix = `${name}-`;
+    // On every taggable resource, for cost allocation and for telling stages apart.
+    Tags.of(this).add('hush:app', 'hush');
+    Tags.of(this).add('hush:stage', props.stage);
 
     this.data = new Data(this, 'Data', { tablePrefix, retainData });
     this.attachments = new Attachments(this, 'Attachments', {

@@ -206,6 +206,7 @@ describe('functions: Lambda', () => {
     it(`${name}: nodejs22.x on arm64, ESM bundle entry, size, environment`, () => {
       const fn = resources[fnId(name)]?.Properties;
       expect(fn).toMatchObject({ Runtime: 'nodejs22.x', Architectures: ['arm64'], Handler: 'index.handler', ...size });
+      expect(fn.Tags).toEqual(expect.arrayContaining([{ Key: 'hush:stage', Value: 'test' }]));
       const env = fn.Environment.Variables;
       expect(Object.keys(env).sort()).toEqual(
         [
