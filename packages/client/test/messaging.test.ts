@@ -2,13 +2,29 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { StoredMessage } from '../src/index.ts';
-import { type TestClient, type TestServer, openClient, registeredClient, startTestServer } from './support/harness.ts';
+import {
+  type TestClient,
+  type TestTarget,
+  openClient,
+  registeredClient,
+  startServerlessTestServer,
+  startTestServer,
+} from './support/harness.ts';
 
 const isMessage = (body: string) => (e: { type: string; message?: StoredMessage }) =>
   e.type === 'message' && e.message?.body === body;
 
-describe('two and three clients against the real server', () => {
-  let server: TestServer;
+/**
+ * Against both deployments: the standalone server, and the serverless one run locally (Lambda
+ * handlers behind a local API Gateway, DynamoDB Local, s3rver).
+ */
+const deployments: { name: string; start: () => Promise<TestTarget> }[] = [
+  { name: 'standalone', start: () => startTestServer() },
+  { name: 'serverless-local', start: startServerlessTestServer },
+];
+
+describe.each(deployments)('two and three clients against the real server: $name', (deployment) => {
+  let server: TestTarget;
   const opened: TestClient[] = [];
   const client = async () => {
     const c = await registeredClient(server);
@@ -17,8 +33,8 @@ describe('two and three clients against the real server', () => {
   };
 
   beforeAll(async () => {
-    server = await startTestServer();
-  });
+    server = await deployment.start();
+  }, 90_000);
   afterAll(async () => {
     for (const c of opened) await c.client.close().catch(() => undefined);
     await server.close();

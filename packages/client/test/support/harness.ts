@@ -7,6 +7,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
+import { startDynamoDbLocal, startServerlessLocal } from '@hush/server/aws-local';
 import { type RunningServer, loadConfig, readLatestDevCode, startServer } from '@hush/server/standalone';
 import type { ClientEvent, HushClient, KeyValueStore } from '../../src/index.ts';
 import { openNodeClient } from '../../src/node.ts';
@@ -32,6 +33,47 @@ export async function startTestServer(
   });
   const server = await startServer(config, { devSmsOutput: new PassThrough() });
   return Object.assign(server, { dataDir });
+}
+
+/** What the tests need of a deployment: its base URL and the directory of its dev SMS log. */
+export interface TestTarget {
+  url: string;
+  dataDir: string;
+  close(): Promise<void>;
+}
+
+/**
+ * The serverless deployment run locally (@hush/server/aws-local): the Lambda handlers behind a
+ * local API Gateway, on a DynamoDB Local of its own (Java 17) and s3rver, with the same limits.
+ */
+export async function startServerlessTestServer(): Promise<TestTarget> {
+  const dynamo = await startDynamoDbLocal();
+  const dataDir = mkdtempSync(join(tmpdir(), 'hush-client-serverless-'));
+  try {
+    const deployment = await startServerlessLocal({
+      dynamoEndpoint: dynamo.endpoint,
+      dataDir,
+      ttl: false,
+      env: {
+        HUSH_LOG_LEVEL: 'silent',
+        HUSH_VERIFY_RESEND_COOLDOWN_SECONDS: '0',
+        HUSH_VERIFY_PER_NUMBER_PER_HOUR: '1000',
+        HUSH_VERIFY_PER_CLIENT_PER_HOUR: '100000',
+        HUSH_KEY_FETCHES_PER_TARGET_PER_10_MINUTES: '1000',
+      },
+    });
+    return {
+      url: deployment.url,
+      dataDir,
+      async close() {
+        await deployment.close();
+        await dynamo.stop();
+      },
+    };
+  } catch (error) {
+    await dynamo.stop();
+    throw error;
+  }
 }
 
 /** A loopback port that was free a moment ago (for a server that must come back at the same URL). */
@@ -121,7 +163,10 @@ export async function openClient(
 }
 
 /** Registers a new client: SMS code from the dev sender's file, keys generated on the device. */
-export async function registeredClient(server: TestServer, options: ClientOptions = {}): Promise<TestClient> {
+export async function registeredClient(
+  server: { url: string; dataDir: string },
+  options: ClientOptions = {},
+): Promise<TestClient> {
   const test = await openClient(server, undefined, options);
   const { sessionId, number } = await test.client.requestCode(options.number ?? freshNumber());
   const code = await readLatestDevCode(join(server.dataDir, 'dev-sms.log'), number);

@@ -15,7 +15,7 @@ async function main(): Promise<void> {
   let stopDynamo = async () => {};
   let dynamoEndpoint = process.env.AWS_ENDPOINT_URL_DYNAMODB;
   if (!dynamoEndpoint) {
-    const { startDynamoDbLocal } = await import('../../../test/support/dynamodb-local.ts');
+    const { startDynamoDbLocal } = await import('./dynamodb-local.ts');
     const local = await startDynamoDbLocal();
     dynamoEndpoint = local.endpoint;
     stopDynamo = local.stop;
