@@ -17,7 +17,7 @@ import { type AwsRuntime, type DrainEvent, createAwsRuntime } from '../src/aws/r
 import { createSweepHandler } from '../src/aws/sweep-handler.ts';
 import { type WebSocketEvent, createWsHandler } from '../src/aws/ws-handler.ts';
 import { ConfigError } from '../src/standalone/config.ts';
-import { TestDevice, api } from './support/harness.ts';
+import { TestDevice, api, freshNumber } from './support/harness.ts';
 import { type ServerlessTestServer, startServerlessTestServer } from './support/serverless.ts';
 
 /** A @connections API that records what was posted and can pretend connections are gone. */
@@ -312,6 +312,24 @@ describe('AWS handlers', () => {
         410,
       );
       expect(fake.closed).toContain(stranger);
+    });
+
+    it('a request over the connection of a replaced device closes that connection only, unanswered', async () => {
+      const number = freshNumber();
+      const old = await TestDevice.register(deployment, { number });
+      const id = `replaced-${randomUUID()}`;
+      await ws(wsEvent('$connect', id, { headers: { authorization: old.authorization } }));
+      await ws({ hush: 'drain', connectionId: id });
+      // The number is registered again: the old account and its device are gone.
+      await TestDevice.register(deployment, { number });
+      await ws(
+        wsEvent('$default', id, {
+          body: JSON.stringify({ type: 'request', id: 1, method: 'GET', path: '/v1/keys/count' }),
+        }),
+      );
+      expect(fake.closed).toContain(id);
+      expect(await runtime.connections.get(id)).toBeNull();
+      expect(fake.frames(id).filter((f) => f.type === 'response')).toEqual([]);
     });
 
     it('delivers in FIFO order, each envelope once, under concurrent notifies; acks delete', async () => {

@@ -99,7 +99,9 @@ export function createWsHandler(runtime: AwsRuntime): WsHandler {
   async function currentDevice(record: ConnectionRecord): Promise<Device | null> {
     const device = await core.storage.getDevice(record.accountId, record.deviceId);
     if (device && sameHash(device.passwordHash, record.passwordHash)) return device;
-    await runtime.delivery.disconnect(record.accountId, record.deviceId);
+    // Only this connection: another device may hold the id now (linked after a removal).
+    await delivery.closeConnection(record.connectionId);
+    await connections.remove(record.connectionId, record);
     return null;
   }
 
