@@ -108,6 +108,12 @@ export type ClientEvent =
 
 export interface HushClientOptions {
   serverUrl: string;
+  /**
+   * The live socket's URL. Default: the server's `/v1/websocket` (ws:// or wss://). The AWS
+   * deployment without one origin in front of both APIs gives its WebSocket API's own URL
+   * (`wss://{api}.execute-api.{region}.amazonaws.com/{stage}`).
+   */
+  socketUrl?: string;
   store: KeyValueStore;
   crypto: CryptoProvider;
   /** Opens WebSockets (Node: the `ws` package with headers; browsers: the global WebSocket with a token). */
@@ -1193,7 +1199,7 @@ export class HushClient {
   /** Connects the live socket (with reconnect) and processes envelopes as they arrive. */
   async connect(): Promise<void> {
     if (!this.options.openSocket) throw new Error('no WebSocket implementation given');
-    const url = `${this.options.serverUrl.replace(/^http/, 'ws')}/v1/websocket`;
+    const url = this.options.socketUrl ?? `${this.options.serverUrl.replace(/^http/, 'ws')}/v1/websocket`;
     this.live = new LiveConnection({
       url,
       open: this.options.openSocket,

@@ -16,6 +16,8 @@ export const openNodeSocket: SocketFactory = (url, headers) =>
  */
 export async function openNodeClient(options: {
   serverUrl: string;
+  /** See HushClientOptions.socketUrl. */
+  socketUrl?: string;
   storePath: string;
   protection: StoreProtection;
   storeOptions?: SqliteKeyValueStoreOptions;
@@ -26,6 +28,7 @@ export async function openNodeClient(options: {
     : await SqliteKeyValueStore.create(options.storePath, options.protection, options.storeOptions);
   const client = new HushClient({
     serverUrl: options.serverUrl,
+    ...(options.socketUrl ? { socketUrl: options.socketUrl } : {}),
     store,
     crypto: nodeCrypto,
     openSocket: openNodeSocket,

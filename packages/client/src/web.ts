@@ -20,12 +20,15 @@ export const openBrowserSocket: SocketFactory = (url) => new WebSocket(url) as u
  */
 export async function openWebClient(options: {
   serverUrl: string;
+  /** See HushClientOptions.socketUrl. */
+  socketUrl?: string;
   dbName?: string;
   now?: () => number;
 }): Promise<HushClient> {
   const store = await IndexedDbKeyValueStore.open(options.dbName);
   const client = new HushClient({
     serverUrl: options.serverUrl,
+    ...(options.socketUrl ? { socketUrl: options.socketUrl } : {}),
     store,
     crypto: webCrypto,
     openSocket: openBrowserSocket,

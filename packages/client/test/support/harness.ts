@@ -39,6 +39,8 @@ export async function startTestServer(
 export interface TestTarget {
   url: string;
   dataDir: string;
+  /** Serverless: the WebSocket API's own URL (ws://…/{stage}), as AWS gives it. */
+  socketUrl?: string;
   close(): Promise<void>;
 }
 
@@ -65,6 +67,7 @@ export async function startServerlessTestServer(): Promise<TestTarget> {
     return {
       url: deployment.url,
       dataDir,
+      socketUrl: deployment.gateway.callbackUrl.replace(/^http/, 'ws'),
       async close() {
         await deployment.close();
         await dynamo.stop();
@@ -113,6 +116,8 @@ export interface ClientOptions {
   now?: () => number;
   /** Register this number (e.g. again, as a new device) instead of a fresh one. */
   number?: string;
+  /** The live socket's URL, when it is not the server's /v1/websocket. */
+  socketUrl?: string;
 }
 
 /** Opens (or reopens) a client whose store lives in `dir`. */
@@ -128,6 +133,7 @@ export async function openClient(
     storePath,
     protection: { keyFile },
     ...(options.now ? { now: options.now } : {}),
+    ...(options.socketUrl ? { socketUrl: options.socketUrl } : {}),
   });
   const events: ClientEvent[] = [];
   const waiters: { predicate: (e: ClientEvent) => boolean; resolve: (e: ClientEvent) => void }[] = [];
