@@ -3,7 +3,14 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApiError, type StoredMessage } from '../src/index.ts';
 import { LinkUriError } from '../src/provisioning.ts';
-import { type TestClient, type TestServer, openClient, registeredClient, startTestServer } from './support/harness.ts';
+import {
+  type TestClient,
+  type TestTarget,
+  openClient,
+  registeredClient,
+  startServerlessTestServer,
+  startTestServer,
+} from './support/harness.ts';
 
 /*
  * Linked devices (issue 4, "encrypt once per own other device"): a primary links a second device by
@@ -14,8 +21,14 @@ import { type TestClient, type TestServer, openClient, registeredClient, startTe
 const isMessage = (body: string) => (e: { type: string; message?: StoredMessage }) =>
   e.type === 'message' && e.message?.body === body;
 
-describe('linked devices', () => {
-  let server: TestServer;
+/** Against both deployments: standalone, and serverless run locally (Lambda handlers, DynamoDB Local). */
+const deployments: { name: string; start: () => Promise<TestTarget> }[] = [
+  { name: 'standalone', start: () => startTestServer() },
+  { name: 'serverless-local', start: startServerlessTestServer },
+];
+
+describe.each(deployments)('linked devices: $name', (deployment) => {
+  let server: TestTarget;
   const opened: TestClient[] = [];
   const client = async () => {
     const c = await registeredClient(server);
@@ -40,8 +53,8 @@ describe('linked devices', () => {
   };
 
   beforeAll(async () => {
-    server = await startTestServer();
-  });
+    server = await deployment.start();
+  }, 90_000);
   afterAll(async () => {
     for (const c of opened) await c.client.close().catch(() => undefined);
     await server.close();
@@ -67,7 +80,8 @@ describe('linked devices', () => {
     expect(alice.events.some((e) => e.type === 'device-linked' && e.deviceId === 2)).toBe(true);
 
     // The server never saw the identity private key (the provisioning message was sealed to the
-    // new device's ephemeral key) nor the device name.
+    // new device's ephemeral key) nor the device name. (Standalone: its SQLite files; the serverless
+    // run keeps its tables in DynamoDB Local's memory, which this does not read.)
     const privateKey = Buffer.from(alice.client.identity.privateKey.serialize());
     const name = Buffer.from('laptop');
     for (const file of readdirSync(server.dataDir)) {
