@@ -141,6 +141,15 @@ describe('AWS handlers', () => {
       expect(JSON.parse(missing.body ?? '')).toEqual({ error: { code: 'not_found', message: 'no such route' } });
     });
 
+    it('takes a JSON body as API Gateway sends text: not base64-encoded', async () => {
+      const event = httpEvent('POST', '/v1/verification/sessions', { headers: { 'content-type': 'application/json' } });
+      const answer = result(
+        await http({ ...event, body: JSON.stringify({ number: freshNumber() }), isBase64Encoded: false }),
+      );
+      expect(answer.statusCode).toBe(200);
+      expect(JSON.parse(answer.body ?? '')).toMatchObject({ verified: false });
+    });
+
     it('bad input → 4xx JSON, never 5xx', async () => {
       const cases: [APIGatewayProxyEventV2, number][] = [
         [
