@@ -481,6 +481,9 @@ describe('AWS handlers', () => {
       const swept = await sweep();
       expect(swept.attachments).toBeGreaterThanOrEqual(1);
       expect(await store.get(fresh.id, now)).not.toBeNull();
+      // Purge records only (TTL does the rest): no envelope count.
+      const purgesOnly = createSweepHandler({ ...runtime, config: { ...runtime.config, sweep: 'purges' } });
+      expect((await purgesOnly()).envelopes).toBe(0);
     });
 
     it('stores a blob larger than one part as a multipart upload', async () => {

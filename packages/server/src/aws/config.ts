@@ -23,6 +23,12 @@ const schema = z
     HUSH_WS_CALLBACK_URL: url,
     /** base64 of 32 random bytes: keys verification-code hashes and socket tokens (same for every function). */
     HUSH_SECRET: z.string().refine((v) => Buffer.from(v, 'base64').length === 32, 'must be base64 of exactly 32 bytes'),
+    /**
+     * What the scheduled sweep does: `full` (storage.deleteExpired: scans for expired items, then the
+     * purge records) or `purges` (only the purge records; DynamoDB's TTL deletes what expired,
+     * without an hourly scan of every table).
+     */
+    HUSH_SWEEP: z.enum(['full', 'purges']).default('full'),
     HUSH_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     HUSH_SMS: z.enum(['dev', 'sns']).default('sns'),
     /** Where the dev SMS sender appends codes (HUSH_SMS=dev only; never in production). */
@@ -89,6 +95,7 @@ function toConfig(env: z.infer<typeof schema>) {
     wsCallbackUrl: env.HUSH_WS_CALLBACK_URL,
     secret: new Uint8Array(Buffer.from(env.HUSH_SECRET, 'base64')),
     logLevel: env.HUSH_LOG_LEVEL,
+    sweep: env.HUSH_SWEEP,
     sms:
       env.HUSH_SMS === 'sns'
         ? ({

@@ -6,8 +6,9 @@ import { type AwsRuntime, type RuntimeOptions, createAwsRuntime } from './runtim
  * The scheduled sweep (EventBridge rule, e.g. hourly): what DynamoDB's TTL and the bucket's
  * lifecycle rule do not do by themselves. `storage.deleteExpired` runs the DynamoDB adapter's
  * purge records (queues and keys of removed devices and replaced accounts) and deletes what expired
- * (TTL deletes the same items, up to two days late); the attachment sweep is a backstop for the
- * lifecycle rule. Connection rows expire by TTL.
+ * (TTL deletes the same items, up to two days late; HUSH_SWEEP=purges runs only the purge records and
+ * leaves expiry to TTL, saving an hourly scan of the tables); the attachment sweep is a backstop
+ * for the lifecycle rule. Connection rows expire by TTL.
  */
 
 export interface SweepResult {
@@ -21,7 +22,9 @@ export function createSweepHandler(
   return async () => {
     const now = Date.now();
     const [envelopes, attachments] = await Promise.all([
-      runtime.storage.deleteExpired(now),
+      runtime.config.sweep === 'purges'
+        ? runtime.storage.runPurges().then(() => 0)
+        : runtime.storage.deleteExpired(now),
       runtime.attachments.deleteExpired(now),
     ]);
     runtime.logger.info({ envelopes, attachments }, 'expired data removed');

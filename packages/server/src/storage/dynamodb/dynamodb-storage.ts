@@ -1631,7 +1631,12 @@ export class DynamoDbStorage implements Storage {
     return envelopes;
   }
 
-  private async runPurges(): Promise<void> {
+  /**
+   * Runs the purge records only (what became unreachable: queues and keys of removed devices and
+   * replaced accounts), without `deleteExpired`'s scans: enough where DynamoDB's TTL deletes what
+   * expires (the cloud).
+   */
+  async runPurges(): Promise<void> {
     const records = await this.queryAll({
       TableName: this.tables.main,
       KeyConditionExpression: 'pk = :pk',
