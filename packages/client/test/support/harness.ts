@@ -2,7 +2,7 @@
  * Client tests run against the real standalone server (SQLite, WebSocket) on a loopback port, and
  * each client keeps its own encrypted SQLite store in a temporary directory.
  */
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,6 +14,14 @@ import { openNodeClient } from '../../src/node.ts';
 
 export interface TestServer extends RunningServer {
   dataDir: string;
+  /** Everything the server stores: the files under its data directory (SQLite, WAL, attachments). */
+  storedBytes(): Promise<Uint8Array>;
+}
+
+function filesUnder(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? filesUnder(join(dir, e.name)) : [join(dir, e.name)],
+  );
 }
 
 /** `port` 0 (the default) picks a free port; pass a fixed one to restart a server at the same URL. */
@@ -32,7 +40,10 @@ export async function startTestServer(
     HUSH_KEY_FETCHES_PER_TARGET_PER_10_MINUTES: '1000',
   });
   const server = await startServer(config, { devSmsOutput: new PassThrough() });
-  return Object.assign(server, { dataDir });
+  return Object.assign(server, {
+    dataDir,
+    storedBytes: async () => Buffer.concat(filesUnder(dataDir).map((file) => readFileSync(file))),
+  });
 }
 
 /** What the tests need of a deployment: its base URL and the directory of its dev SMS log. */
@@ -41,6 +52,8 @@ export interface TestTarget {
   dataDir: string;
   /** Serverless: the WebSocket API's own URL (ws://…/{stage}), as AWS gives it. */
   socketUrl?: string;
+  /** Everything the deployment stores (database files or tables, attachment blobs), for scans. */
+  storedBytes(): Promise<Uint8Array>;
   close(): Promise<void>;
 }
 
@@ -68,6 +81,7 @@ export async function startServerlessTestServer(): Promise<TestTarget> {
       url: deployment.url,
       dataDir,
       socketUrl: deployment.gateway.callbackUrl.replace(/^http/, 'ws'),
+      storedBytes: () => deployment.storedBytes(),
       async close() {
         await deployment.close();
         await dynamo.stop();

@@ -1,13 +1,13 @@
 /// <reference path="./s3rver.d.ts" />
 import { randomBytes } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { type AttributeValue, DynamoDBClient, paginateScan } from '@aws-sdk/client-dynamodb';
 import type { DestinationStream } from 'pino';
 import S3rver from 's3rver';
 import type { PushSender } from '../../core/ports.ts';
 import { DevPushSender } from '../../push/dev-push-sender.ts';
-import { createTables } from '../../storage/dynamodb/tables.ts';
+import { createTables, tableNames } from '../../storage/dynamodb/tables.ts';
 import { loadAwsConfig } from '../config.ts';
 import { createHttpHandler } from '../http-handler.ts';
 import { type AwsRuntime, createAwsRuntime } from '../runtime.ts';
@@ -55,6 +55,12 @@ export interface ServerlessLocal {
   ws: AwsRuntime;
   /** Runs the scheduled sweep once. */
   sweep(): Promise<{ envelopes: number; attachments: number }>;
+  /**
+   * Everything this deployment stores, as raw bytes: every string and binary value of every item in
+   * its DynamoDB tables and every file s3rver keeps. For tests that scan for what must never be
+   * stored (plaintext, private keys).
+   */
+  storedBytes(): Promise<Uint8Array>;
   close(): Promise<void>;
 }
 
@@ -129,6 +135,38 @@ export async function startServerlessLocal(options: ServerlessLocalOptions): Pro
     http,
     ws,
     sweep: () => sweep(),
+    async storedBytes() {
+      const parts: Uint8Array[] = [];
+      const collect = (value: AttributeValue): void => {
+        if (value.S !== undefined) parts.push(new TextEncoder().encode(value.S));
+        else if (value.B !== undefined) parts.push(value.B);
+        else if (value.SS) for (const v of value.SS) parts.push(new TextEncoder().encode(v));
+        else if (value.BS) parts.push(...value.BS);
+        else if (value.L) for (const v of value.L) collect(v);
+        else if (value.M) for (const v of Object.values(value.M)) collect(v);
+      };
+      const client = new DynamoDBClient({
+        endpoint: options.dynamoEndpoint,
+        region: 'us-east-1',
+        credentials: {
+          accessKeyId: LOCAL_CREDENTIALS.AWS_ACCESS_KEY_ID,
+          secretAccessKey: LOCAL_CREDENTIALS.AWS_SECRET_ACCESS_KEY,
+        },
+      });
+      try {
+        for (const table of Object.values(tableNames(prefix)))
+          for await (const page of paginateScan({ client }, { TableName: table, ConsistentRead: true }))
+            for (const item of page.Items ?? []) for (const value of Object.values(item)) collect(value);
+      } finally {
+        client.destroy();
+      }
+      const files = (dir: string): string[] =>
+        readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+          e.isDirectory() ? files(join(dir, e.name)) : [join(dir, e.name)],
+        );
+      for (const file of files(s3Dir)) parts.push(readFileSync(file));
+      return Buffer.concat(parts);
+    },
     close() {
       closing ??= (async () => {
         await gateway.close();
