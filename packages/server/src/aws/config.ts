@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { DEFAULT_KEY_FETCH_LIMITS, DEFAULT_SEND_LIMITS } from '../core/limits.ts';
+import { requireVapidKeys, serviceEnvShape, serviceSettings } from '../service-env.ts';
 import { ConfigError } from '../standalone/config.ts';
 
 /*
@@ -9,8 +9,6 @@ import { ConfigError } from '../standalone/config.ts';
  * is the secret).
  */
 
-const positive = z.coerce.number().int().min(1);
-const limit = positive.max(1_000_000_000);
 const url = z.url({ protocol: /^(https?|wss?)$/ });
 
 const schema = z
@@ -29,23 +27,12 @@ const schema = z
      * without an hourly scan of every table).
      */
     HUSH_SWEEP: z.enum(['full', 'purges']).default('full'),
-    HUSH_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     HUSH_SMS: z.enum(['dev', 'sns']).default('sns'),
     /** Where the dev SMS sender appends codes (HUSH_SMS=dev only; never in production). */
     HUSH_DEV_SMS_FILE: z.string().min(1).default('/tmp/hush-dev-sms.log'),
     HUSH_SMS_SENDER_ID: z.string().optional(),
     /** SNS's region for SMS (default AWS_REGION). */
     HUSH_SNS_REGION: z.string().min(1).optional(),
-    HUSH_PUSH: z.enum(['dev', 'webpush']).default('dev'),
-    HUSH_VAPID_SUBJECT: z.string().optional(),
-    HUSH_VAPID_PUBLIC_KEY: z.string().optional(),
-    HUSH_VAPID_PRIVATE_KEY: z.string().optional(),
-    HUSH_VERIFY_RESEND_COOLDOWN_SECONDS: z.coerce.number().int().min(0).default(30),
-    HUSH_VERIFY_PER_NUMBER_PER_HOUR: positive.default(10),
-    HUSH_VERIFY_PER_CLIENT_PER_HOUR: positive.default(50),
-    HUSH_KEY_FETCHES_PER_TARGET_PER_10_MINUTES: limit.default(DEFAULT_KEY_FETCH_LIMITS.perTargetPer10Minutes),
-    HUSH_KEY_FETCHES_PER_ACCOUNT_PER_HOUR: limit.default(DEFAULT_KEY_FETCH_LIMITS.perAccountPerHour),
-    HUSH_SEND_ENVELOPES_PER_DEVICE_PER_MINUTE: limit.default(DEFAULT_SEND_LIMITS.envelopesPerDevicePerMinute),
     /**
      * The function that delivers a new connection's backlog (ws-handler invokes itself
      * asynchronously after $connect). Default: the running function (AWS_LAMBDA_FUNCTION_NAME).
@@ -61,14 +48,9 @@ const schema = z
     AWS_ENDPOINT_URL_DYNAMODB: url.optional(),
     AWS_ENDPOINT_URL_S3: url.optional(),
     AWS_ENDPOINT_URL_LAMBDA: url.optional(),
+    ...serviceEnvShape,
   })
-  .superRefine((env, ctx) => {
-    if (env.HUSH_PUSH === 'webpush') {
-      for (const key of ['HUSH_VAPID_SUBJECT', 'HUSH_VAPID_PUBLIC_KEY', 'HUSH_VAPID_PRIVATE_KEY'] as const) {
-        if (!env[key]) ctx.addIssue({ code: 'custom', path: [key], message: 'required when HUSH_PUSH=webpush' });
-      }
-    }
-  });
+  .superRefine(requireVapidKeys);
 
 /** The variables the CDK app sets (the rest have defaults or come from the Lambda runtime). */
 export const AWS_REQUIRED_ENV = [
@@ -94,7 +76,6 @@ function toConfig(env: z.infer<typeof schema>) {
     attachmentsBucket: env.HUSH_ATTACHMENTS_BUCKET,
     wsCallbackUrl: env.HUSH_WS_CALLBACK_URL,
     secret: new Uint8Array(Buffer.from(env.HUSH_SECRET, 'base64')),
-    logLevel: env.HUSH_LOG_LEVEL,
     sweep: env.HUSH_SWEEP,
     sms:
       env.HUSH_SMS === 'sns'
@@ -104,25 +85,7 @@ function toConfig(env: z.infer<typeof schema>) {
             ...(env.HUSH_SMS_SENDER_ID ? { senderId: env.HUSH_SMS_SENDER_ID } : {}),
           } as const)
         : ({ kind: 'dev', file: env.HUSH_DEV_SMS_FILE } as const),
-    push:
-      env.HUSH_PUSH === 'webpush'
-        ? ({
-            kind: 'webpush',
-            subject: env.HUSH_VAPID_SUBJECT as string,
-            publicKey: env.HUSH_VAPID_PUBLIC_KEY as string,
-            privateKey: env.HUSH_VAPID_PRIVATE_KEY as string,
-          } as const)
-        : ({ kind: 'dev' } as const),
-    verificationLimits: {
-      resendCooldownMs: env.HUSH_VERIFY_RESEND_COOLDOWN_SECONDS * 1000,
-      perNumberPerHour: env.HUSH_VERIFY_PER_NUMBER_PER_HOUR,
-      perClientPerHour: env.HUSH_VERIFY_PER_CLIENT_PER_HOUR,
-    },
-    keyFetchLimits: {
-      perTargetPer10Minutes: env.HUSH_KEY_FETCHES_PER_TARGET_PER_10_MINUTES,
-      perAccountPerHour: env.HUSH_KEY_FETCHES_PER_ACCOUNT_PER_HOUR,
-    },
-    sendLimits: { envelopesPerDevicePerMinute: env.HUSH_SEND_ENVELOPES_PER_DEVICE_PER_MINUTE },
+    ...serviceSettings(env),
     wsFunctionName: env.HUSH_WS_FUNCTION_NAME ?? env.AWS_LAMBDA_FUNCTION_NAME,
     aws: {
       region: env.AWS_REGION,
